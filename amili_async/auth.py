@@ -1,0 +1,368 @@
+"""Credentials, and the token cache every call of a client shares.
+
+Amili hands out short-lived access tokens at `/authenticates/api-code`; every other call carries one in
+`X-API-Key`. Three ways to get one:
+
+- `ApiCodeJwtAuth` (the documented default): `GET /authenticates/api-code` with a JWT `{"api_code", "exp"}`
+  signed by your private key (ES256 unless you say otherwise; ES384/512 and RS256/384/512 accepted),
+  valid for 10 minutes.
+- `ApiCodeAuth`: `POST /authenticates/api-code` with `{"api_code": ...}` in the body (for accounts whose static
+  IP address Amili has whitelisted).
+- `StaticTokenAuth`: a token you obtained yourself; never refreshed.
+
+The token endpoint's answer is not documented. We accept a JSON object with the token under `token`,
+`access_token` or `accessToken` (or a bare JSON string / plain-text token), and its lifetime from `expires_in`
+(seconds), `expires` / `expires_at` / `exp` (RFC 1123, ISO 8601 or epoch seconds), or the token's own JWT `exp`
+claim; failing all of those we assume `assumed_lifetime` seconds (5 minutes by default). Expiry is tracked on
+the monotonic clock, so a wrong wall clock cannot cause a refresh loop.
+
+`TokenCache` is the single-flight cache: one refresh at a time under an anyio lock, started a margin before
+expiry, shielded from the cancellation of the caller that happened to start it, bounded by its own timeout,
+and never sent through the retry policy of the call that needs it. A failed refresh reaches every caller that
+was waiting for it, and later callers wait a short, growing backoff before the endpoint is tried again.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+import anyio
+import attrs
+
+from . import serde
+from .errors import AmiliError, AuthenticationError, ConfigurationError, ResponseDecodeError, error_for_status
+
+__all__ = [
+    "ApiCodeAuth",
+    "ApiCodeJwtAuth",
+    "Auth",
+    "StaticTokenAuth",
+    "Token",
+    "TokenCache",
+    "TokenGrant",
+]
+
+TOKEN_PATH = "/authenticates/api-code"
+JWT_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+_TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
+
+# (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
+TokenSender = Callable[[str, str, Mapping[str, str], bytes | None], Awaitable[tuple[int, Mapping[str, str], bytes]]]
+
+
+@attrs.frozen
+class TokenGrant:
+    """What a provider obtained: the token and, when known, how many seconds it lives."""
+
+    value: str = attrs.field(repr=False)
+    lifetime: float | None = None
+
+
+class Auth(Protocol):
+    """A way to obtain access tokens. `refreshable` is False for a token that cannot be renewed."""
+
+    refreshable: bool
+
+    async def fetch(self, send: TokenSender) -> TokenGrant: ...
+
+
+def _api_code(value: Any) -> str:
+    return _secret(value, "api_code")
+
+
+def _token(value: Any) -> str:
+    return _secret(value, "token")
+
+
+def _secret(value: Any, name: str) -> str:
+    if isinstance(value, bytes):
+        value = value.decode()
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigurationError(f"{name} is missing or empty")
+    return value.strip()
+
+
+@attrs.define(repr=False)
+class ApiCodeJwtAuth:
+    """`GET /authenticates/api-code` with a JWT signed by your private key (the documented default)."""
+
+    api_code: str = attrs.field(converter=_api_code)
+    private_key: Any = attrs.field()
+    algorithm: str = "ES256"
+    jwt_lifetime: float = 600.0
+    refreshable: bool = attrs.field(default=True, init=False)
+    _signing_key: Any = attrs.field(default=None, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.algorithm not in JWT_ALGORITHMS:
+            raise ConfigurationError(f"algorithm must be one of {', '.join(JWT_ALGORITHMS)}, got {self.algorithm!r}")
+        self._signing_key = _load_private_key(self.private_key, self.algorithm)
+
+    def __repr__(self) -> str:
+        return f"ApiCodeJwtAuth(api_code='***', private_key='***', algorithm={self.algorithm!r})"
+
+    def signed_jwt(self) -> str:
+        import jwt  # PyJWT, imported only when a token is needed
+
+        claims = {"api_code": self.api_code, "exp": int(time.time() + self.jwt_lifetime)}
+        return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
+
+    async def fetch(self, send: TokenSender) -> TokenGrant:
+        headers = {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}
+        return parse_token_answer(await send("GET", TOKEN_PATH, headers, None))
+
+
+def _load_private_key(key: Any, algorithm: str) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if isinstance(key, (ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
+        loaded: Any = key
+    else:
+        pem = _secret(key, "private_key").encode()
+        try:
+            loaded = load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError) as exc:
+            # The message of the underlying error never contains the key, but keep ours generic anyway.
+            raise ConfigurationError("private_key is not a readable unencrypted PEM private key") from exc
+    wants_ec = algorithm.startswith("ES")
+    if wants_ec != isinstance(loaded, ec.EllipticCurvePrivateKey):
+        kind = "an EC" if wants_ec else "an RSA"
+        raise ConfigurationError(f"algorithm {algorithm} needs {kind} private key")
+    return loaded
+
+
+@attrs.define(repr=False)
+class ApiCodeAuth:
+    """`POST /authenticates/api-code` with the API code in the body (static-IP accounts)."""
+
+    api_code: str = attrs.field(converter=_api_code)
+    refreshable: bool = attrs.field(default=True, init=False)
+
+    def __repr__(self) -> str:
+        return "ApiCodeAuth(api_code='***')"
+
+    async def fetch(self, send: TokenSender) -> TokenGrant:
+        body = serde.dumps({"api_code": self.api_code})
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        return parse_token_answer(await send("POST", TOKEN_PATH, headers, body))
+
+
+@attrs.define(repr=False)
+class StaticTokenAuth:
+    """A token obtained elsewhere. It is never refreshed: a 401 is final."""
+
+    token: str = attrs.field(converter=_token)
+    refreshable: bool = attrs.field(default=False, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        check_token_text(self.token, ConfigurationError)
+
+    def __repr__(self) -> str:
+        return "StaticTokenAuth(token='***')"
+
+    async def fetch(self, send: TokenSender) -> TokenGrant:
+        return TokenGrant(self.token)
+
+
+def check_token_text(token: str, error: type[AmiliError]) -> None:
+    """Visible ASCII only: a CR/LF or non-ASCII character would break the header (and h11 echoes the value)."""
+    if not _TOKEN_CHARS.fullmatch(token):
+        raise error("the access token contains characters that cannot go in an HTTP header (not shown)")
+
+
+_TOKEN_KEYS = ("token", "access_token", "accessToken")
+_EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
+
+
+def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
+    status, headers, raw = answer
+    if status >= 400:
+        payload = _json_or_none(raw)
+        err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
+        err.message = f"could not obtain an access token: {err.message}"
+        raise err
+    payload = _json_or_none(raw)
+    token: Any = None
+    lifetime: float | None = None
+    if isinstance(payload, Mapping):
+        token = next((payload[k] for k in _TOKEN_KEYS if isinstance(payload.get(k), str)), None)
+        lifetime = _lifetime(payload)
+    elif isinstance(payload, str):
+        token = payload
+    elif payload is None and raw.strip() and b"{" not in raw:
+        token = raw.decode("ascii", "replace").strip()
+    if not isinstance(token, str) or not token:
+        raise ResponseDecodeError(
+            "the token endpoint answered without a token (body not shown)", status_code=status, path=TOKEN_PATH
+        )
+    check_token_text(token, ResponseDecodeError)
+    if lifetime is None:
+        lifetime = _jwt_lifetime(token)
+    if lifetime is not None and lifetime <= 0:
+        lifetime = None
+    return TokenGrant(token, lifetime)
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return serde.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
+def _lifetime(payload: Mapping[str, Any]) -> float | None:
+    expires_in = payload.get("expires_in")
+    if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
+        return float(expires_in)
+    for key in _EXPIRY_KEYS:
+        value = payload.get(key)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            if isinstance(value, (int, float)):
+                return float(value) - time.time()
+            return (serde.parse_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+        except (ValueError, KeyError, IndexError):
+            continue
+    return None
+
+
+def _jwt_lifetime(token: str) -> float | None:
+    """Seconds until the token's own `exp`, when it is a JWT (read, not verified: it is Amili's business)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        body = parts[1] + "=" * (-len(parts[1]) % 4)
+        claims = serde.loads(base64.urlsafe_b64decode(body))
+        exp = claims.get("exp") if isinstance(claims, dict) else None
+    except ValueError:
+        return None
+    if isinstance(exp, (int, float)) and not isinstance(exp, bool):
+        return float(exp) - time.time()
+    return None
+
+
+@attrs.frozen
+class Token:
+    value: str = attrs.field(repr=False)
+    generation: int
+    refresh_at: float  # monotonic
+    expires_at: float  # monotonic
+
+
+class TokenCache:
+    """One per client: the current token, refreshed single-flight.
+
+    `generation` goes up by one with every token obtained; a call that got a 401 passes the generation it
+    used to `invalidate`, so a burst of 401s for the same token causes exactly one refresh.
+    """
+
+    def __init__(
+        self,
+        auth: Auth,
+        send: TokenSender,
+        *,
+        timeout: float = 10.0,
+        assumed_lifetime: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        failure_backoff: float = 1.0,
+        failure_backoff_cap: float = 30.0,
+    ) -> None:
+        self._auth = auth
+        self._send = send
+        self._timeout = timeout
+        self._assumed_lifetime = assumed_lifetime
+        self._clock = clock
+        self._backoff = failure_backoff
+        self._backoff_cap = failure_backoff_cap
+        self._lock = anyio.Lock()
+        self._token: Token | None = None
+        self._generation = 0
+        self._attempts = 0  # refresh attempts started, successful or not
+        self._failures = 0  # consecutive failed refreshes
+        self._last_error: AmiliError | None = None
+        self._retry_not_before = 0.0
+        self.requests = 0  # token requests actually sent
+
+    def __repr__(self) -> str:
+        return f"TokenCache(generation={self._generation}, fresh={self._fresh(self._token)})"
+
+    def _fresh(self, token: Token | None) -> bool:
+        return token is not None and self._clock() < token.refresh_at
+
+    async def get(self) -> Token:
+        token = self._token
+        if token is not None and self._clock() < token.refresh_at:
+            return token
+        return await self._refresh_or_wait()
+
+    async def invalidate(self, generation: int) -> bool:
+        """After a 401 with token `generation`: drop it unless a newer one is already here.
+
+        Returns False when the token cannot be renewed (a static token), so the caller stops."""
+        if not self._auth.refreshable:
+            return False
+        token = self._token
+        if token is not None and token.generation == generation:
+            self._token = attrs.evolve(token, refresh_at=float("-inf"), expires_at=float("-inf"))
+        return True
+
+    async def _refresh_or_wait(self) -> Token:
+        seen_attempts = self._attempts
+        async with self._lock:
+            token = self._token
+            if self._fresh(token):
+                assert token is not None
+                return token
+            if self._attempts != seen_attempts and self._last_error is not None:
+                # We queued behind a refresh that failed: share its error rather than hammering the endpoint.
+                raise copy.copy(self._last_error)
+            wait = self._retry_not_before - self._clock()
+            if wait > 0:
+                await anyio.sleep(wait)
+            return await self._refresh()
+
+    async def _refresh(self) -> Token:
+        self._attempts += 1
+        self.requests += 1
+        try:
+            # Shielded: one caller's cancellation must not cancel the refresh everybody else waits for.
+            with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):
+                grant = await self._auth.fetch(self._send)
+        except TimeoutError:
+            self._record_failure(
+                AuthenticationError(
+                    f"could not obtain an access token: the token endpoint did not answer within {self._timeout} s",
+                    path=TOKEN_PATH,
+                )
+            )
+            raise copy.copy(self._last_error) from None  # type: ignore[misc]
+        except AmiliError as exc:
+            self._record_failure(exc)
+            raise
+        lifetime = grant.lifetime if grant.lifetime is not None else self._assumed_lifetime
+        if not self._auth.refreshable:
+            lifetime = float("inf")
+        now = self._clock()
+        margin = min(60.0, lifetime * 0.1)
+        self._generation += 1
+        self._token = Token(grant.value, self._generation, now + lifetime - margin, now + lifetime)
+        self._failures = 0
+        self._last_error = None
+        self._retry_not_before = 0.0
+        return self._token
+
+    def _record_failure(self, error: AmiliError) -> None:
+        self._failures += 1
+        self._last_error = error
+        delay = min(self._backoff_cap, self._backoff * 2 ** (self._failures - 1))
+        self._retry_not_before = self._clock() + delay * random.uniform(0.5, 1.0)

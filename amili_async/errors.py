@@ -1,0 +1,293 @@
+"""Every error the SDK raises, in one tree.
+
+```
+AmiliError                      base of everything below
+├── ConfigurationError          bad client set-up (missing credentials, bad base URL); raised at construction
+├── ClientStateError            client closed, or used from another event loop
+├── ValidationError             bad input caught before sending (status_code None), and HTTP 422
+│   └── UnprocessableEntityError    HTTP 422 from Amili (also an APIStatusError)
+├── APIStatusError              Amili answered with an error status
+│   ├── BadRequestError             400
+│   ├── AuthenticationError         401 (after one token refresh and one replay), and token endpoint refusals
+│   ├── PermissionDeniedError       403
+│   ├── NotFoundError               404
+│   ├── ConflictError               409
+│   ├── PreconditionFailedError     412 / 428
+│   ├── RateLimitError              429 (carries retry_after)
+│   ├── RespiteNotAllowedError      respite refused (206 on grant, or 4xx with issues)
+│   └── ServerError                 5xx (an HTML page from a proxy included)
+├── ResponseDecodeError         a 2xx answer whose body could not be read
+├── TransportError              the request failed at the network level; for a write: provably never reached Amili
+│   └── TimeoutError                connect / pool timeout (for reads: any timeout, after retries)
+└── OutcomeUnknownError         a write whose result was lost (read timeout, disconnect, 5xx) and could not be
+                                reconciled: it may or may not have been applied; carries the action and its reference
+```
+
+Every error carries `message`, `status_code` (None when Amili sent no answer), `issues` (Eve's `_issues`
+normalised to field -> tuple of messages), `method` and `path` (never the query string, never headers),
+`body` (a short excerpt for non-JSON answers) and `attempts` (how many times the request was sent).
+No error ever holds a token, an API code or a key: requests are never attached to exceptions.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "APIStatusError",
+    "AmiliError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientStateError",
+    "ConfigurationError",
+    "ConflictError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PermissionDeniedError",
+    "PreconditionFailedError",
+    "RateLimitError",
+    "RespiteNotAllowedError",
+    "ResponseDecodeError",
+    "ServerError",
+    "TimeoutError",
+    "TransportError",
+    "UnprocessableEntityError",
+    "ValidationError",
+    "error_for_status",
+    "normalise_issues",
+]
+
+Issues = Mapping[str, tuple[str, ...]]
+_EXCERPT = 200
+
+
+class AmiliError(Exception):
+    """Base class of every error raised by amili-async."""
+
+    status_code: int | None = None
+    #: The action (and its business reference) that failed, set when the error comes from `execute`.
+    action: Any = None
+    reference: str | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        issues: Issues | None = None,
+        method: str | None = None,
+        path: str | None = None,
+        body: Any = None,
+        attempts: int = 0,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if status_code is not None:
+            self.status_code = status_code
+        self.issues: Issues = issues or {}
+        self.method = method
+        self.path = path
+        self.body = body
+        self.attempts = attempts
+
+    def __str__(self) -> str:
+        where = f" ({self.method} {self.path})" if self.method and self.path else ""
+        status = f"{self.status_code} " if self.status_code is not None else ""
+        issues = ""
+        if self.issues:
+            issues = "; " + "; ".join(f"{k}: {', '.join(v)}" for k, v in self.issues.items())
+        tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
+        return f"{status}{self.message}{issues}{where}{tries}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+    def __reduce__(self) -> Any:
+        # Keyword-only constructors do not pickle by default; errors cross process pools in bulk runs.
+        return (_rebuild, (type(self), self.__dict__.copy()))
+
+
+def _rebuild(cls: type[AmiliError], state: dict[str, Any]) -> AmiliError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, state.get("message", ""))
+    err.__dict__.update(state)
+    return err
+
+
+class ConfigurationError(AmiliError, ValueError):
+    """The client cannot be built as asked (missing credentials, unsafe base URL, ...)."""
+
+
+class ClientStateError(AmiliError, RuntimeError):
+    """The client was used after `aclose()`, or from an event loop other than the one it started on."""
+
+
+class ValidationError(AmiliError, ValueError):
+    """Input Amili would refuse: caught before sending (status_code None), or refused by Amili with 422."""
+
+
+class APIStatusError(AmiliError):
+    """Amili answered with an error status."""
+
+    status_code: int
+
+
+class BadRequestError(APIStatusError):
+    status_code = 400
+
+
+class AuthenticationError(APIStatusError):
+    status_code = 401
+
+
+class PermissionDeniedError(APIStatusError):
+    status_code = 403
+
+
+class NotFoundError(APIStatusError):
+    status_code = 404
+
+
+class ConflictError(APIStatusError):
+    status_code = 409
+
+
+class PreconditionFailedError(APIStatusError):
+    status_code = 412
+
+
+class UnprocessableEntityError(ValidationError, APIStatusError):
+    status_code = 422
+
+
+class RateLimitError(APIStatusError):
+    """429. `retry_after` is the wait Amili asked for, in seconds, when it said one."""
+
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class RespiteNotAllowedError(APIStatusError):
+    """A respite grant was refused; `issues["respite"]` (or other keys) say why."""
+
+
+class ServerError(APIStatusError):
+    status_code = 500
+
+
+class ResponseDecodeError(AmiliError):
+    """Amili answered 2xx but the body was not the JSON we expected."""
+
+
+class TransportError(AmiliError):
+    """The request failed below HTTP. For a write this class means it provably never reached Amili."""
+
+
+class TimeoutError(TransportError, builtins.TimeoutError):  # noqa: A001 - httpx names it the same way
+    """A connect or pool timeout (for a write: never sent); for a read: any timeout once retries ran out."""
+
+
+class OutcomeUnknownError(AmiliError):
+    """A write whose result is unknown: it may or may not have been applied.
+
+    Raised only when the SDK could not prove either way (no reference to look up, or the lookup itself
+    failed). `action` is the action that was sent and `reference` its business reference (or None): use
+    them to reconcile, e.g. `client.creditor_payments.list(where={"creditor_payment_reference": ref})`.
+    """
+
+    def __init__(self, message: str, *, action: Any = None, reference: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.action = action
+        self.reference = reference
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    412: PreconditionFailedError,
+    428: PreconditionFailedError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def normalise_issues(raw: Any) -> dict[str, tuple[str, ...]]:
+    """Eve's `_issues` (a dict of str-or-list, a list, or a string) -> field -> tuple of messages."""
+    if raw is None or raw == {} or raw == []:
+        return {}
+    if isinstance(raw, Mapping):
+        out: dict[str, tuple[str, ...]] = {}
+        for field, value in raw.items():
+            if isinstance(value, (list, tuple)):
+                out[str(field)] = tuple(_issue_text(v) for v in value)
+            else:
+                out[str(field)] = (_issue_text(value),)
+        return out
+    if isinstance(raw, (list, tuple)):
+        return {"_": tuple(_issue_text(v) for v in raw)}
+    return {"_": (str(raw),)}
+
+
+def _issue_text(value: Any) -> str:
+    if isinstance(value, Mapping):
+        for key in ("message", "msg", "description", "code", "reason"):
+            if key in value:
+                return str(value[key])
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def excerpt(raw: bytes) -> str:
+    """A short, single-line piece of a non-JSON body (an HTML error page, say) for messages."""
+    text = raw[: _EXCERPT * 4].decode("utf-8", "replace")
+    text = " ".join(text.split())
+    return text[:_EXCERPT] + ("…" if len(text) > _EXCERPT else "")
+
+
+def error_for_status(
+    status: int,
+    payload: Any,
+    raw: bytes,
+    *,
+    method: str,
+    path: str,
+    retry_after: float | None = None,
+    attempts: int = 1,
+) -> APIStatusError:
+    """Build the exception for an error answer, from Eve's envelope when there is one."""
+    issues: dict[str, tuple[str, ...]] = {}
+    message = ""
+    body: Any
+    if isinstance(payload, Mapping):
+        body = payload
+        issues = normalise_issues(payload.get("_issues", payload.get("issues")))
+        err = payload.get("_error")
+        if isinstance(err, Mapping):
+            message = str(err.get("message") or "")
+        elif err:
+            message = str(err)
+    else:
+        body = excerpt(raw) if raw else None
+    if not message:
+        message = _default_message(status, body)
+    cls: type[APIStatusError] = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIStatusError)
+    kwargs: dict[str, Any] = dict(
+        status_code=status, issues=issues, method=method, path=path, body=body, attempts=attempts
+    )
+    if cls is RateLimitError:
+        return RateLimitError(message, retry_after=retry_after, **kwargs)
+    return cls(message, **kwargs)
+
+
+def _default_message(status: int, body: Any) -> str:
+    if isinstance(body, str) and body:
+        return f"HTTP {status}: {body}"
+    return f"HTTP {status}"

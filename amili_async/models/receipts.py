@@ -1,0 +1,78 @@
+"""What Amili answers to a case action, and what a GET of a payment, crediting or cancellation returns.
+
+Eve's meta fields map to plain names (`_id` -> `id`, `_etag` -> `etag`, ...). `status` is the business outcome
+(`completed`, `warning` or `error`: an overpayment, say, is a `warning` inside a 201); `eve_status` is Eve's
+`_status` (`OK`). Every key the SDK does not know is kept in `extra`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+__all__ = ["CancellationReceipt", "CreditingReceipt", "PaymentReceipt", "RECEIPT_TYPES", "Receipt", "RespiteReceipt"]
+
+
+def _alias(*names: str) -> Any:
+    return {"aliases": names}
+
+
+@attrs.frozen(kw_only=True)
+class Receipt:
+    id: str = attrs.field(metadata=_alias("_id"))
+    etag: str | None = attrs.field(default=None, metadata=_alias("_etag"))
+    created: datetime | None = attrs.field(default=None, metadata=_alias("_created"))
+    updated: datetime | None = attrs.field(default=None, metadata=_alias("_updated"))
+    eve_status: str | None = attrs.field(default=None, metadata=_alias("_status"))
+    status: str | None = None
+    status_reason_locale: str | None = None
+    case: str | None = attrs.field(default=None, metadata=_alias("_case"))
+    creditor: str | None = None
+    case_invoice_number: str | None = None
+    case_reference_number: str | None = None
+    extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+
+    @property
+    def applied(self) -> bool:
+        """True unless Amili reported the action as an `error` (a `warning` was still applied)."""
+        return self.status != "error"
+
+
+@attrs.frozen(kw_only=True)
+class PaymentReceipt(Receipt):
+    payment_status: str | None = attrs.field(default=None, metadata=_alias("_payment_status"))
+    settled_amount: Decimal | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    creditor_payment_reference: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CreditingReceipt(Receipt):
+    crediting_status: str | None = attrs.field(
+        default=None, metadata=_alias("_crediting_status", "_payment_status")
+    )
+    settled_amount: Decimal | None = None
+    amount: Decimal | None = None
+    currency: str | None = None
+    creditor_reference: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CancellationReceipt(Receipt):
+    cancellation_status: str | None = attrs.field(default=None, metadata=_alias("_cancellation_status"))
+
+
+@attrs.frozen(kw_only=True)
+class RespiteReceipt:
+    """A granted respite. Amili answers an empty `{}`; this records what was granted."""
+
+    case: str
+    days: int
+
+
+RECEIPT_TYPES: tuple[type[Receipt], ...] = (PaymentReceipt, CreditingReceipt, CancellationReceipt)

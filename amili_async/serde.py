@@ -1,0 +1,186 @@
+"""The one cattrs converter, and the JSON codec around it.
+
+Wire rules (see `reference/amili-api.md` §2 and `eve-behaviour.md`):
+- money is `Decimal` in Python and a JSON *number* on the wire, written with its exact digits
+  (`Decimal("250.00")` -> `250.00`); incoming numbers become `Decimal` through the shortest repr of the
+  parsed double, which is exact for every amount of up to 15 significant digits;
+- datetimes go out as RFC 1123 GMT (`Tue, 07 Oct 2025 08:15:30 GMT`); RFC 1123 and ISO 8601 are both read,
+  always to aware datetimes;
+- Eve's meta keys (`_id`, `_etag`, `_created`, `_updated`, `_status`, `_payment_status`, ...) map to plain
+  attribute names; any key a model does not know is kept in its `extra` mapping, never an error;
+- `None` fields are never sent.
+
+The converter is built once per process on first use and never changed afterwards.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+__all__ = [
+    "converter",
+    "dumps",
+    "format_rfc1123",
+    "loads",
+    "parse_datetime",
+    "parse_money",
+    "structure_document",
+]
+
+T = TypeVar("T")
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH_NUMBER = {name: i + 1 for i, name in enumerate(_MONTHS)}
+
+
+def format_rfc1123(value: datetime) -> str:
+    """`Tue, 07 Oct 2025 08:15:30 GMT`, independent of the process locale."""
+    utc = value.astimezone(timezone.utc)
+    return (
+        f"{_DAYS[utc.weekday()]}, {utc.day:02d} {_MONTHS[utc.month - 1]} {utc.year:04d} "
+        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d} GMT"
+    )
+
+
+def parse_datetime(value: Any) -> datetime:
+    """RFC 1123 (`Tue, 07 Oct 2025 08:15:30 GMT`) or ISO 8601 -> an aware datetime."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str):
+        raise ValueError(f"not a date: {value!r}")
+    parts = value.split()
+    if len(parts) == 6 and parts[0].endswith(",") and parts[5] in ("GMT", "UTC", "+0000"):
+        hour, minute, second = (int(p) for p in parts[4].split(":"))
+        return datetime(
+            int(parts[3]), _MONTH_NUMBER[parts[2]], int(parts[1]), hour, minute, second, tzinfo=timezone.utc
+        )
+    text = value.replace("Z", "+00:00") if value.endswith("Z") else value
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def parse_money(value: Any) -> Decimal:
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("a bool is not an amount")
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    if isinstance(value, (int, str)):
+        return Decimal(value)
+    raise ValueError(f"not an amount: {value!r}")
+
+
+def _money_fragment(value: Decimal) -> orjson.Fragment:
+    return orjson.Fragment(format(value, "f").encode())
+
+
+def dumps(payload: Any) -> bytes:
+    """JSON bytes; `Decimal` values are written with their exact digits."""
+    return orjson.dumps(payload, default=_encode_default)
+
+
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _money_fragment(value)
+    if isinstance(value, datetime):
+        return format_rfc1123(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def loads(raw: bytes) -> Any:
+    """Strict JSON (NaN, Infinity and other non-JSON are refused by orjson)."""
+    return orjson.loads(raw)
+
+
+def _build() -> cattrs.Converter:
+    conv = cattrs.Converter()
+    conv.register_structure_hook(Decimal, lambda v, _: parse_money(v))
+    conv.register_unstructure_hook(Decimal, _money_fragment)
+    conv.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
+    conv.register_unstructure_hook(datetime, format_rfc1123)
+    conv.register_structure_hook(timedelta, lambda v, _: timedelta(seconds=float(v)))
+    return conv
+
+
+@functools.cache
+def converter() -> cattrs.Converter:
+    """The SDK's converter, with hooks for every model registered."""
+    conv = _build()
+    # Imported here: models import this module for its helpers.
+    from .models import actions, cases, receipts
+
+    for cls in actions.ACTION_TYPES:
+        conv.register_unstructure_hook(cls, _make_action_unstructure(conv, cls))
+    for cls in (*receipts.RECEIPT_TYPES, cases.Case):
+        conv.register_structure_hook(cls, _make_document_structure(conv, cls))
+    return conv
+
+
+def _make_action_unstructure(conv: cattrs.Converter, cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+    """Generated unstructure function: wire field names, `None` fields left out."""
+    overrides: dict[str, Any] = {}
+    for a in attrs.fields(cls):
+        wire = a.metadata.get("wire", a.name)
+        if not a.metadata.get("body", True):
+            overrides[a.name] = override(omit=True)
+        elif a.default is None:
+            overrides[a.name] = override(rename=wire, omit_if_default=True)
+        else:
+            overrides[a.name] = override(rename=wire)
+    return make_dict_unstructure_fn(cls, conv, **overrides)
+
+
+def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any, Any], T]:
+    """Structure an Eve document: aliases -> attribute names, unknown keys -> `extra`."""
+    aliases: dict[str, str] = {}
+    for a in attrs.fields(cls):  # type: ignore[arg-type]
+        if a.name == "extra":
+            continue
+        aliases[a.name] = a.name
+        for wire in a.metadata.get("aliases", ()):
+            aliases[wire] = a.name
+    inner = make_dict_structure_fn(cls, conv)
+
+    def structure(data: Any, _: Any) -> T:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+        known: dict[str, Any] = {}
+        extra: dict[str, Any] = {}
+        for key, value in data.items():
+            name = aliases.get(key)
+            if name is None:
+                extra[key] = value
+            elif value is not None and name not in known:
+                known[name] = value
+        known["extra"] = extra
+        return inner(known, cls)
+
+    return structure
+
+
+def structure_document(data: Any, cls: type[T]) -> T:
+    """A decoded answer -> model; anything unusable becomes `ResponseDecodeError`, never a raw cattrs error."""
+    try:
+        return converter().structure(data, cls)
+    except Exception as exc:  # cattrs groups, KeyError, ValueError...
+        from .errors import ResponseDecodeError
+
+        raise ResponseDecodeError(f"could not read the answer as {cls.__name__}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, cattrs.BaseValidationError):
+        leaves = cattrs.transform_error(exc)
+        return "; ".join(leaves[:3])
+    return str(exc) or type(exc).__name__
