@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 import time
+from urllib.parse import urlencode
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
@@ -49,7 +50,13 @@ from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentRecei
 from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
 from .resources._base import ApiResponse
 from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, classify_exception, retry_after_seconds
-from .transports import build_default_transport
+from .transports import (
+    Exchange,
+    build_default_transport,
+    exchange_for,
+    httpx_exchange,
+    supports_total_timeout,
+)
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "SANDBOX_URL", "AsyncAmiliClient"]
 
@@ -134,19 +141,15 @@ class _Runtime:
         self.loop = loop
         self.pid = os.getpid()
         self.own_transport = client._transport is None and client._http_client is None
+        self.transport: httpx.AsyncBaseTransport | None = None
         if client._http_client is not None:
-            http_client = client._http_client
-
-            async def send(request: httpx.Request) -> httpx.Response:
-                return await http_client.send(request, follow_redirects=False)
-
-            self.send: Callable[[httpx.Request], Awaitable[httpx.Response]] = send
-            self.transport: httpx.AsyncBaseTransport | None = None
+            self.exchange: Exchange = httpx_exchange(client._http_client)
         else:
             self.transport = client._transport or build_default_transport(
                 loop[0], limits=client._limits, verify=client._verify, trust_env=client._trust_env
             )
-            self.send = self.transport.handle_async_request
+            self.exchange = exchange_for(self.transport)
+        self.deadline_in_transport = supports_total_timeout(self.transport)
         self.tokens = TokenCache(
             client._auth,
             client._send_token_request,
@@ -219,10 +222,7 @@ class AsyncAmiliClient:
         self._assumed_token_lifetime = assumed_token_lifetime
         self._verify = verify
         self._trust_env = trust_env
-        self._headers = [
-            (b"User-Agent", (user_agent or _user_agent()).encode()),
-            (b"Accept", b"application/json"),
-        ]
+        self._headers = [("User-Agent", user_agent or _user_agent()), ("Accept", "application/json")]
         self._runtime: _Runtime | None = None
         self._closed = False
         self._make_resources()
@@ -330,9 +330,11 @@ class AsyncAmiliClient:
         describe = f"{call.method} {call.path}"
 
         async def attempt(number: int) -> ApiResponse:
-            return await self._attempt(runtime, call, number)
+            return await self._attempt(runtime, call, number, started)
 
-        if policy.deadline is None:
+        if policy.deadline is None or runtime.deadline_in_transport:
+            # The aiohttp transport enforces the deadline itself (its `total` timeout, set per attempt in
+            # `_send`), which is cheaper than a cancel scope around every call.
             return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
         with anyio.move_on_after(policy.deadline) as scope:
             return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
@@ -342,43 +344,40 @@ class AsyncAmiliClient:
             raise OutcomeUnknownError(message, method=call.method, path=call.path)
         raise TimeoutError(message, method=call.method, path=call.path)
 
-    async def _attempt(self, runtime: _Runtime, call: _Call, number: int) -> ApiResponse:
+    async def _attempt(self, runtime: _Runtime, call: _Call, number: int, started: float) -> ApiResponse:
         try:
             token = await runtime.tokens.get()
-            response = await self._send(runtime, call, token, number)
+            response = await self._send(runtime, call, token, number, started)
             if response.status == 401 and await runtime.tokens.invalidate(token.generation):
                 # Refresh once (unless another call already did) and replay once: a 401 is refused before
                 # any processing, so replaying a write is safe. A second 401 is final.
                 token = await runtime.tokens.get()
-                response = await self._send(runtime, call, token, number)
+                response = await self._send(runtime, call, token, number, started)
             return self._classify(call, response, number)
         except _Ambiguous as ambiguous:
             return await self._reconcile(call, ambiguous, number)
 
-    async def _send(self, runtime: _Runtime, call: _Call, token: Token, number: int) -> ApiResponse:
-        headers = [*self._headers, (b"X-API-Key", token.value.encode())]
+    async def _send(
+        self, runtime: _Runtime, call: _Call, token: Token, number: int, call_started: float
+    ) -> ApiResponse:
+        headers = [*self._headers, ("X-API-Key", token.value)]
         if call.body is not None:
-            headers.append((b"Content-Type", b"application/json"))
-        request = httpx.Request(
-            call.method,
-            self._base_url + call.path,
-            params=call.params,
-            headers=headers,
-            content=call.body,
-            extensions={"timeout": self._timeout_ext},
-        )
+            headers.append(("Content-Type", "application/json"))
+        url = self._base_url + call.path
+        if call.params:
+            url += "?" + urlencode(call.params)
+        timeout = self._timeout_ext
         started = time.monotonic()
+        deadline = self._retry.deadline
+        if deadline is not None and runtime.deadline_in_transport:
+            timeout = {**timeout, "total": max(0.001, deadline - (started - call_started))}
         try:
-            response = await runtime.send(request)
-            try:
-                raw = await response.aread()
-            finally:
-                await response.aclose()
+            status, response_headers, raw = await runtime.exchange(call.method, url, headers, call.body, timeout)
         except httpx.TransportError as exc:
             self._log(call, None, number, started, exc)
             raise self._transport_failure(call, exc, number) from exc
-        self._log(call, response.status_code, number, started)
-        return ApiResponse(response.status_code, response.headers, raw)
+        self._log(call, status, number, started)
+        return ApiResponse(status, response_headers, raw)
 
     def _log(
         self, call: _Call, status: int | None, number: int, started: float, exc: BaseException | None = None
@@ -448,7 +447,7 @@ class AsyncAmiliClient:
             ) from exc
         if found is not None:
             logger.info("%s %s: %s; found the record it created, using it", call.method, call.path, ambiguous)
-            response = ApiResponse(200, httpx.Headers(), b"")
+            response = ApiResponse(200, {}, b"")
             response.payload = found
             return response
         if ambiguous.error is not None and ambiguous.error.status_code == 409:
@@ -463,25 +462,16 @@ class AsyncAmiliClient:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """The token endpoint's own door: one attempt, its own timeout (set by the cache), no retry policy."""
         runtime = self._bind()
-        request = httpx.Request(
-            method,
-            self._base_url + path,
-            headers=[*self._headers, *((k.encode(), v.encode()) for k, v in headers.items())],
-            content=body,
-            extensions={"timeout": self._timeout_ext},
-        )
         try:
-            response = await runtime.send(request)
-            try:
-                raw = await response.aread()
-            finally:
-                await response.aclose()
+            status, response_headers, raw = await runtime.exchange(
+                method, self._base_url + path, [*self._headers, *headers.items()], body, self._timeout_ext
+            )
         except httpx.TransportError as exc:
             kind = TimeoutError if isinstance(exc, httpx.TimeoutException) else TransportError
             raise kind(
                 f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path
             ) from None
-        return response.status_code, response.headers, raw
+        return status, response_headers, raw
 
     # -- actions ---------------------------------------------------------------------------------------
 

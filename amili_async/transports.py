@@ -18,12 +18,14 @@ reset or a read timeout after sending means "maybe applied".
 
 from __future__ import annotations
 
+import functools
 import ssl
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-__all__ = ["AmiliAiohttpTransport", "build_default_transport"]
+__all__ = ["AmiliAiohttpTransport", "Exchange", "build_default_transport", "exchange_for", "httpx_exchange"]
 
 MAX_BODY = 16 * 1024 * 1024
 
@@ -63,45 +65,60 @@ def _map_aiohttp_error(exc: BaseException) -> httpx.TransportError:
     return httpx.ReadError(message)
 
 
+@functools.cache
 def _transport_class() -> type[httpx.AsyncBaseTransport]:
     import aiohttp
     from httpx_aiohttp import AiohttpTransport
 
     class _Transport(AiohttpTransport):
-        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-            if not isinstance(self.client, aiohttp.ClientSession):
-                self.client = self.get_client()
-            timeout = request.extensions.get("timeout", {})
-            body = request.content or None
+        """One request, read in full: `exchange` is the fast path the client uses, `handle_async_request`
+        the httpx interface for everyone else. Both share the same code and the same error map."""
+
+        async def exchange(
+            self,
+            method: str,
+            url: str,
+            headers: Sequence[tuple[str, str]],
+            body: bytes | None,
+            timeout: Mapping[str, float | None],
+        ) -> tuple[int, Mapping[str, str], bytes]:
+            session = self.client
+            if not isinstance(session, aiohttp.ClientSession):
+                session = self.client = self.get_client()
+            client_timeout = aiohttp.ClientTimeout(
+                total=timeout.get("total"),
+                sock_connect=timeout.get("connect"),
+                sock_read=timeout.get("read"),
+                connect=timeout.get("pool"),
+            )
             try:
-                async with self.client.request(
-                    request.method,
-                    str(request.url),
-                    headers=request.headers,
-                    data=body,
-                    allow_redirects=False,
-                    auto_decompress=True,
-                    timeout=aiohttp.ClientTimeout(
-                        sock_connect=timeout.get("connect"),
-                        sock_read=timeout.get("read"),
-                        connect=timeout.get("pool"),
-                    ),
+                async with session.request(
+                    method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
                 ) as response:
                     length = response.content_length
                     if length is not None and length > MAX_BODY:
                         raise httpx.ReadError(f"response body too large ({length} bytes)")
-                    content = await response.read()
-                    return httpx.Response(
-                        status_code=response.status,
-                        headers=response.raw_headers,
-                        content=content,
-                        request=request,
-                        extensions={"http_version": b"HTTP/1.1"},
-                    )
+                    return response.status, response.headers, await response.read()
             except httpx.TransportError:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise _map_aiohttp_error(exc) from exc
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            status, headers, content = await self.exchange(
+                request.method,
+                str(request.url),
+                list(request.headers.multi_items()),
+                request.content or None,
+                request.extensions.get("timeout", {}),
+            )
+            return httpx.Response(
+                status_code=status,
+                headers=list(headers.items()),
+                content=content,
+                request=request,
+                extensions={"http_version": b"HTTP/1.1"},
+            )
 
     return _Transport
 
@@ -109,3 +126,64 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
 def AmiliAiohttpTransport(**kwargs: Any) -> httpx.AsyncBaseTransport:  # noqa: N802 - a class factory
     """httpx-aiohttp's transport with a "sent or not sent" error map and eager, size-capped body reads."""
     return _transport_class()(**kwargs)
+
+
+# (method, url, headers, body, timeout extension) -> (status, headers, body), read in full.
+Exchange = Callable[
+    [str, str, Sequence[tuple[str, str]], "bytes | None", Mapping[str, "float | None"]],
+    Awaitable[tuple[int, Mapping[str, str], bytes]],
+]
+
+
+def supports_total_timeout(transport: httpx.AsyncBaseTransport | None) -> bool:
+    """Whether the transport bounds a whole request by a `total` key in the timeout extension."""
+    return transport is not None and isinstance(transport, _transport_class())
+
+
+def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
+    """The cheapest way to do one request on `transport`.
+
+    Our aiohttp transport is called directly: building `httpx.Request`/`httpx.Response` objects costs more
+    CPU than all of the SDK's own work (see `benchmarks/README.md`). Any other transport gets real httpx
+    objects through its public `handle_async_request`.
+    """
+    if supports_total_timeout(transport):
+        return transport.exchange  # type: ignore[attr-defined, no-any-return]
+
+    async def exchange(
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeout: Mapping[str, float | None],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        request = httpx.Request(method, url, headers=headers, content=body, extensions={"timeout": timeout})
+        response = await transport.handle_async_request(request)
+        try:
+            raw = await response.aread()
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers, raw
+
+    return exchange
+
+
+def httpx_exchange(client: httpx.AsyncClient) -> Exchange:
+    """Requests through a caller's own `httpx.AsyncClient` (its transport, proxies, event hooks)."""
+
+    async def exchange(
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeout: Mapping[str, float | None],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        request = client.build_request(method, url, headers=headers, content=body, extensions={"timeout": timeout})
+        response = await client.send(request, follow_redirects=False)
+        try:
+            raw = await response.aread()
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers, raw
+
+    return exchange

@@ -151,10 +151,12 @@ def start_fixed(timeout: float = 30.0) -> ServerProcess:
 
 
 def amili_module_available() -> tuple[bool, str]:
+    """Whether ``python -m amili_async.testing`` can run at all (the package and its ``__main__``)."""
     return probe(
         "import importlib.util, sys\n"
-        "spec = importlib.util.find_spec('amili_async.testing')\n"
-        "sys.exit(0 if spec is not None else 'amili_async.testing is not importable')\n"
+        "for name in ('amili_async.testing', 'amili_async.testing.__main__'):\n"
+        "    if importlib.util.find_spec(name) is None:\n"
+        "        sys.exit(name + ' is not importable')\n"
     )
 
 

@@ -223,7 +223,7 @@ def fetch_access_token(base_url: str, api_code: str, private_key_pem: str, algor
         base_url.rstrip("/") + "/authenticates/api-code", headers={"X-API-Key": signed}, method="GET"
     )
     with urllib.request.urlopen(request, timeout=30) as response:
-        body = response.read()
+        body: bytes = response.read()
     try:
         payload: Any = json.loads(body)
     except ValueError:

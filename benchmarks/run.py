@@ -297,7 +297,9 @@ def _servers(
             if name == "amili":
                 ok, why = amili_module_available()
                 if not ok:
-                    notes.append(f"server `amili` skipped: amili_async.testing is not importable yet ({why})")
+                    notes.append(
+                        f"server `amili` skipped, `python -m amili_async.testing` is not there yet: {why}"
+                    )
                     out(f"note: {notes[-1]}")
                     continue
             try:

@@ -22,7 +22,7 @@ class ApiResponse:
 
     __slots__ = ("headers", "payload", "raw", "status")
 
-    def __init__(self, status: int, headers: httpx.Headers, raw: bytes) -> None:
+    def __init__(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         self.status = status
         self.headers = headers
         self.raw = raw

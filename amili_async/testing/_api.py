@@ -172,7 +172,9 @@ class Api:
         if creditor_id is not None:
             owner = self.store.creditor_account(creditor_id)
             if owner is None:
-                return validation_reply({"creditor": [f"value '{creditor_id}' must exist in resource 'creditors'"]})
+                return validation_reply(
+                    {"creditor": [f"value '{creditor_id}' must exist in resource 'creditors'"]}
+                )
             if owner != account:
                 return error_reply(403)
         if "case" in doc:
@@ -228,7 +230,14 @@ class Api:
         if resource != "creditor--cancellations":
             result["settled_amount"] = outcome.settled
             doc.setdefault("client_registration_date", now)
-        stored = {**meta, **doc, "case": case["_id"], "creditor": case["creditor"], "account": account, **result}
+        stored = {
+            **meta,
+            **doc,
+            "case": case["_id"],
+            "creditor": case["creditor"],
+            "account": account,
+            **result,
+        }
         store.collections[resource].insert(stored, account)
         return self._created(resource, meta, req, {status_key: "completed", **result})
 
@@ -252,7 +261,9 @@ class Api:
             return error_reply(403)
         owner = self.store.creditor_account(doc["creditor"])
         if owner is None:
-            return validation_reply({"creditor": [f"value '{doc['creditor']}' must exist in resource 'creditors'"]})
+            return validation_reply(
+                {"creditor": [f"value '{doc['creditor']}' must exist in resource 'creditors'"]}
+            )
         if owner != account:
             return error_reply(403)
         store = self.store
@@ -262,7 +273,11 @@ class Api:
         case_ids: list[str] = []
         for debt in doc["debts"]:
             reminder = debt.get("fees_already_claimed", {}).get("reminder", {})
-            extra = {k: v for k, v in debt.items() if k not in ("invoice_number", "invoice_date", "capital_to_claim")}
+            extra = {
+                k: v
+                for k, v in debt.items()
+                if k not in ("invoice_number", "invoice_date", "capital_to_claim")
+            }
             case = store.create_case(
                 doc["creditor"],
                 capital=debt["capital_to_claim"],
@@ -326,4 +341,3 @@ class Api:
         store.case_respites[case["_id"]] += 1
         store.customer_respites[case["customer"]] += 1
         return json_reply(200, {})
-

@@ -108,17 +108,17 @@ def _operator(path: str, op: str, arg: Any) -> Predicate:
     raise BadQuery(f"operator {op} is not allowed")
 
 
+def _combine(how: Callable[[Iterable[bool]], bool], parts: list[Predicate]) -> Predicate:
+    return lambda doc: how(p(doc) for p in parts)
+
+
 def compile_where(query: Mapping[str, Any]) -> Predicate:
     checks: list[Predicate] = []
     for key, cond in query.items():
         if key in ("$and", "$or"):
             if not isinstance(cond, list) or not all(isinstance(c, Mapping) for c in cond):
                 raise BadQuery(f"{key} needs a list of queries")
-            parts = [compile_where(c) for c in cond]
-            if key == "$and":
-                checks.append(lambda doc, parts=parts: all(p(doc) for p in parts))
-            else:
-                checks.append(lambda doc, parts=parts: any(p(doc) for p in parts))
+            checks.append(_combine(all if key == "$and" else any, [compile_where(c) for c in cond]))
         elif key.startswith("$"):
             raise BadQuery(f"operator {key} is not allowed")
         else:
@@ -159,7 +159,7 @@ def _project(doc: Doc, projection: Mapping[str, Any]) -> Doc:
     include = {k for k, v in projection.items() if v}
     exclude = {k for k, v in projection.items() if not v}
     if include:
-        out: Doc = {k: v for k, v in doc.items() if k.startswith("_") and k in ("_id", "_created", "_updated", "_etag")}
+        out: Doc = {k: v for k, v in doc.items() if k in ("_id", "_created", "_updated", "_etag")}
         for path in include:
             _copy_path(doc, out, path.split("."))
         return out
@@ -222,7 +222,9 @@ def run_list(resource: str, docs: Iterable[Doc], query: Mapping[str, str]) -> tu
     return body, total
 
 
-def _links(resource: str, query: Mapping[str, str], page: int, max_results: int, total: int) -> dict[str, Any]:
+def _links(
+    resource: str, query: Mapping[str, str], page: int, max_results: int, total: int
+) -> dict[str, Any]:
     keep = {k: v for k, v in query.items() if k != "page"}
 
     def href(p: int | None) -> str:

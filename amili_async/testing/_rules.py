@@ -95,7 +95,13 @@ def apply_payment(case: Case, amount: Decimal, when: str, payment_id: str) -> Se
     settled = amount - left
     _refresh_totals(case)
     case["history"].append(
-        {"event": "creditor_payment", "date": when, "amount": amount, "settled_amount": settled, "id": payment_id}
+        {
+            "event": "creditor_payment",
+            "date": when,
+            "amount": amount,
+            "settled_amount": settled,
+            "id": payment_id,
+        }
     )
     if case["local_remaining_transaction_amount"] <= 0:
         close(case, "paid", when)
@@ -111,7 +117,13 @@ def apply_crediting(case: Case, amount: Decimal, when: str, crediting_id: str) -
     case["local_remaining_capital_amount"] -= settled
     _refresh_totals(case)
     case["history"].append(
-        {"event": "creditor_crediting", "date": when, "amount": amount, "settled_amount": settled, "id": crediting_id}
+        {
+            "event": "creditor_crediting",
+            "date": when,
+            "amount": amount,
+            "settled_amount": settled,
+            "id": crediting_id,
+        }
     )
     if case["local_remaining_transaction_amount"] <= 0:
         close(case, "credited", when)

@@ -33,7 +33,11 @@ RESOURCES = (
     "case--registrations",
 )
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
-_CURVES: dict[str, ec.EllipticCurve] = {"ES256": ec.SECP256R1(), "ES384": ec.SECP384R1(), "ES512": ec.SECP521R1()}
+_CURVES: dict[str, ec.EllipticCurve] = {
+    "ES256": ec.SECP256R1(),
+    "ES384": ec.SECP384R1(),
+    "ES512": ec.SECP521R1(),
+}
 _TIME_PART = 0x674DBEAF
 
 

@@ -25,7 +25,8 @@ _RFC1123 = re.compile(
     r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{1,2}) "
     r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT"
 )
-_MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
+_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, start=1)}
 
 
 @attrs.define(slots=True)
@@ -158,7 +159,9 @@ _MESSAGES = {
 }
 
 
-def error_reply(status: int, message: str | None = None, headers: list[tuple[str, str]] | None = None) -> Reply:
+def error_reply(
+    status: int, message: str | None = None, headers: list[tuple[str, str]] | None = None
+) -> Reply:
     """Eve's generic error envelope."""
     text = message or _MESSAGES.get(status, "Error.")
     body = {"_status": "ERR", "_error": {"code": status, "message": text}}

@@ -246,7 +246,9 @@ class FakeAmili:
                 body = MALFORMED
         record: RecordedRequest | None = None
         if self._record:
-            record = RecordedRequest(req.method, req.path, dict(req.query), None if body is MALFORMED else body)
+            record = RecordedRequest(
+                req.method, req.path, dict(req.query), None if body is MALFORMED else body
+            )
             self._requests.append(record)
         fault = self._faults.pick(req.method, req.path)
         outcome = self._run(fault, req, body)

@@ -66,13 +66,17 @@ def _check_status(_: object, __: object, value: int) -> None:
         raise ValueError("status must be a 5xx code")
 
 
+def _upper(method: str | None) -> str | None:
+    return method.upper() if method else None
+
+
 @attrs.frozen
 class Fault:
     """A failure to inject with `FakeAmili.inject`. See the module docstring for the kinds."""
 
     kind: FaultKind = attrs.field(validator=_check_kind)
     path: str | None = None
-    method: str | None = attrs.field(default=None, converter=lambda m: m.upper() if m else None)
+    method: str | None = attrs.field(default=None, converter=_upper)
     probability: float = attrs.field(default=1.0, validator=_check_probability)
     times: int | None = None
     seconds: float = 0.0

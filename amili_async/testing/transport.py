@@ -40,7 +40,8 @@ class _StalledStream(httpx.AsyncByteStream):
         timeout = _read_timeout(self._request)
         if timeout is None:
             await anyio.sleep_forever()
-        await anyio.sleep(timeout)
+        else:
+            await anyio.sleep(timeout)
         raise httpx.ReadTimeout("The read operation timed out", request=self._request)
 
 
@@ -63,7 +64,9 @@ class FakeTransport(httpx.AsyncBaseTransport):
         if outcome.action == "connect_error":
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if outcome.action == "drop":
-            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+            raise httpx.RemoteProtocolError(
+                "Server disconnected without sending a response.", request=request
+            )
         reply = outcome.reply
         assert reply is not None
         if outcome.delay > 0:
