@@ -30,6 +30,12 @@ def _check(check: Any) -> Any:
     return validator
 
 
+def _money(value: Any) -> Any:
+    """An int amount becomes the Decimal it stands for (written `100`, not `100.000000`); the validator judges
+    everything else (a bool or float is refused there, not converted here)."""
+    return Decimal(value) if type(value) is int else value
+
+
 def _origin(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value != ORIGIN:
         raise v.fail("origin", f"must be {ORIGIN!r}, got {value!r}")
@@ -44,7 +50,7 @@ class CreditorPayment:
     reference_field: ClassVar[str] = "creditor_payment_reference"
 
     creditor: str = attrs.field(validator=_check(v.object_id))
-    amount: Decimal = attrs.field(validator=_check(v.amount))
+    amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
     currency: str = attrs.field(validator=_check(v.currency))
     bank_transaction_date: datetime = attrs.field(validator=_check(v.aware_datetime))
     case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
@@ -77,7 +83,7 @@ class CreditorCrediting:
     kind: ClassVar[str] = "crediting"
     reference_field: ClassVar[str] = "creditor_reference"
 
-    amount: Decimal = attrs.field(validator=_check(v.amount))
+    amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
     currency: str = attrs.field(validator=_check(v.currency))
     case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
     creditor: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))

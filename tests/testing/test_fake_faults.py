@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import httpx
+import jwt
 import pytest
 import trio
 
@@ -43,28 +46,32 @@ async def test_latency_beyond_the_read_timeout(
     assert len(fake.payments) == 1  # the write happened; only the answer was late
 
 
-async def test_rate_limit(
-    fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str], body: dict[str, object]
-) -> None:
+@contextlib.asynccontextmanager
+async def connect(
+    fake: FakeAmili, cred: FakeCreditor, now: float
+) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    """A raw client on `fake`, logged in as `cred` with a JWT minted for `now`."""
+    async with httpx.AsyncClient(transport=fake.transport(), base_url=FakeAmili.BASE_URL) as client:
+        token = jwt.encode({"api_code": cred.api_code, "exp": int(now) + 600}, cred.private_key_pem, cred.algorithm)
+        r = await client.get("/authenticates/api-code", headers={"X-API-Key": token})
+        yield client, {"X-API-Key": r.json()["token"]}
+
+
+async def test_rate_limit(payment) -> None:
     now = 1_800_000_000.0
     fake = FakeAmili(clock=lambda: now)
     fake.inject(Fault("rate_limit", path=PAYMENTS, retry_after=2, reset_after=1.5, limit=100, times=1))
     cred = fake.add_creditor()
-    case = fake.add_case(cred.id)
-    async with httpx.AsyncClient(transport=fake.transport(), base_url=FakeAmili.BASE_URL) as client:
-        import jwt
-
-        token = jwt.encode({"api_code": cred.api_code, "exp": int(now) + 600}, cred.private_key_pem, "ES256")
-        auth = {"X-API-Key": (await client.get("/authenticates/api-code", headers={"X-API-Key": token})).json()["token"]}
-        payload = {**body, "case": case, "creditor": cred.id}
-        r = await client.post(PAYMENTS, json=payload, headers=auth)
+    body = payment(fake.add_case(cred.id), cred.id)
+    async with connect(fake, cred, now) as (client, auth):
+        r = await client.post(PAYMENTS, json=body, headers=auth)
         assert r.status_code == 429
         assert r.json() == {"_status": "ERR", "_error": {"code": 429, "message": "Rate limit exceeded"}}
         assert r.headers["Retry-After"] == "2"
         assert r.headers["X-RateLimit-Reset"] == "1800000001.5"
         assert (r.headers["X-RateLimit-Limit"], r.headers["X-RateLimit-Remaining"]) == ("100", "0")
         assert fake.payments == []
-        assert (await client.post(PAYMENTS, json=payload, headers=auth)).status_code == 201
+        assert (await client.post(PAYMENTS, json=body, headers=auth)).status_code == 201
 
 
 @pytest.mark.parametrize(("commit", "status"), [(False, 503), (True, 500), (False, 502)])
@@ -173,12 +180,7 @@ async def test_times_and_path_matching(
 async def run_seeded(seed: int) -> list[int]:
     fake = FakeAmili(seed=seed)
     fake.inject(Fault("server_error", path="/cases", probability=0.5))
-    cred = fake.add_creditor()
-    import jwt
-
-    token = jwt.encode({"api_code": cred.api_code, "exp": int(time.time()) + 600}, cred.private_key_pem, "ES256")
-    async with httpx.AsyncClient(transport=fake.transport(), base_url=FakeAmili.BASE_URL) as client:
-        auth = {"X-API-Key": (await client.get("/authenticates/api-code", headers={"X-API-Key": token})).json()["token"]}
+    async with connect(fake, fake.add_creditor(), time.time()) as (client, auth):
         return [(await client.get("/cases", headers=auth)).status_code for _ in range(40)]
 
 
