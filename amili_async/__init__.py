@@ -1,5 +1,7 @@
 """amili-async: the async Python SDK for Amili's creditor API."""
 
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .auth import ApiCodeAuth, ApiCodeJwtAuth, StaticTokenAuth
 from .bulk import Outcome
@@ -40,8 +42,21 @@ from .models import (
 )
 from .retry import RetryPolicy
 
+if TYPE_CHECKING:
+    from .sync import AmiliClient
+
+
+def __getattr__(name: str) -> Any:
+    # The blocking facade pulls in threads and anyio's portal: load it only for those who use it.
+    if name == "AmiliClient":
+        from .sync import AmiliClient
+
+        return AmiliClient
+    raise AttributeError(f"module 'amili_async' has no attribute {name!r}")
+
 __all__ = [
     "APIStatusError",
+    "AmiliClient",
     "AmiliError",
     "ApiCodeAuth",
     "ApiCodeJwtAuth",

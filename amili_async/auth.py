@@ -24,7 +24,6 @@ was waiting for it, and later callers wait a short, growing backoff before the e
 
 from __future__ import annotations
 
-import base64
 import copy
 import random
 import re
@@ -33,7 +32,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-import anyio
 import attrs
 
 from . import serde
@@ -136,7 +134,15 @@ def _load_private_key(key: Any, algorithm: str) -> Any:
     if wants_ec != isinstance(loaded, ec.EllipticCurvePrivateKey):
         kind = "an EC" if wants_ec else "an RSA"
         raise ConfigurationError(f"algorithm {algorithm} needs {kind} private key")
+    # PyJWT refuses to sign with a curve other than the algorithm's (ES256: P-256, ES384: P-384, ES512: P-521);
+    # say so now rather than on the first request.
+    curve = _CURVE_FOR.get(algorithm)
+    if curve is not None and loaded.curve.name != curve:
+        raise ConfigurationError(f"algorithm {algorithm} needs a {curve} key, got a {loaded.curve.name} key")
     return loaded
+
+
+_CURVE_FOR = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 
 
 @attrs.define(repr=False)
@@ -184,12 +190,13 @@ _EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
 
 def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
     status, headers, raw = answer
-    if status >= 400:
+    if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
         err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
         err.message = f"could not obtain an access token: {err.message}"
         raise err
     payload = _json_or_none(raw)
+    is_json = payload is not None or raw.strip() == b"null"
     token: Any = None
     lifetime: float | None = None
     if isinstance(payload, Mapping):
@@ -197,7 +204,7 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
         lifetime = _lifetime(payload)
     elif isinstance(payload, str):
         token = payload
-    elif payload is None and raw.strip() and b"{" not in raw:
+    elif not is_json and raw.strip() and b"{" not in raw:
         token = raw.decode("ascii", "replace").strip()
     if not isinstance(token, str) or not token:
         raise ResponseDecodeError(
@@ -237,6 +244,8 @@ def _lifetime(payload: Mapping[str, Any]) -> float | None:
 
 def _jwt_lifetime(token: str) -> float | None:
     """Seconds until the token's own `exp`, when it is a JWT (read, not verified: it is Amili's business)."""
+    import base64
+
     parts = token.split(".")
     if len(parts) != 3:
         return None
@@ -284,10 +293,12 @@ class TokenCache:
         self._clock = clock
         self._backoff = failure_backoff
         self._backoff_cap = failure_backoff_cap
+        import anyio  # not at module level: `import amili_async` stays light
+
         self._lock = anyio.Lock()
         self._token: Token | None = None
         self._generation = 0
-        self._attempts = 0  # refresh attempts started, successful or not
+        self._attempts = 0  # refresh attempts finished, successful or not
         self._failures = 0  # consecutive failed refreshes
         self._last_error: AmiliError | None = None
         self._retry_not_before = 0.0
@@ -328,12 +339,24 @@ class TokenCache:
                 raise copy.copy(self._last_error)
             wait = self._retry_not_before - self._clock()
             if wait > 0:
+                import anyio
+
                 await anyio.sleep(wait)
             return await self._refresh()
 
     async def _refresh(self) -> Token:
-        self._attempts += 1
-        self.requests += 1
+        if self._auth.refreshable:  # a static token is handed over, not requested
+            self.requests += 1
+        try:
+            return await self._fetch()
+        finally:
+            # Counted once the attempt is over, so every caller that queued while it ran shares its outcome
+            # (counting at the start let those callers start a second refresh after a failure).
+            self._attempts += 1
+
+    async def _fetch(self) -> Token:
+        import anyio
+
         try:
             # Shielded: one caller's cancellation must not cancel the refresh everybody else waits for.
             with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):

@@ -8,7 +8,7 @@ numbered by its position in the input. Errors never stop the run; only cancellat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -63,15 +63,23 @@ async def run_many(
                 else:
                     await out.send(Outcome(index, action, receipt=receipt))
 
-    async with anyio.create_task_group() as tg, receive:
-        async with send:
-            for _ in range(concurrency):
-                tg.start_soon(worker, send.clone())
-        async for outcome in receive:
-            yield outcome
+    try:
+        async with anyio.create_task_group() as tg, receive:
+            async with send:
+                for _ in range(concurrency):
+                    tg.start_soon(worker, send.clone())
+            try:
+                async for outcome in receive:
+                    yield outcome
+            except GeneratorExit:
+                # The consumer stopped early (break inside `aclosing`, or aclose()): stop the workers here
+                # rather than letting GeneratorExit escape through the task group as an exception group.
+                tg.cancel_scope.cancel()
+    finally:
+        await source.aclose()
 
 
-async def _numbered(actions: Iterable[A] | AsyncIterable[A]) -> AsyncIterator[tuple[int, A]]:
+async def _numbered(actions: Iterable[A] | AsyncIterable[A]) -> AsyncGenerator[tuple[int, A], None]:
     index = 0
     if isinstance(actions, AsyncIterable):
         async for action in actions:

@@ -6,16 +6,15 @@ validate input -> serialise -> get token (shared cache) -> send (httpx transport
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-import platform
 import sys
 import time
 from urllib.parse import urlencode
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
 
-import anyio
 import attrs
 import httpx
 import sniffio
@@ -69,8 +68,13 @@ _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 T = TypeVar("T")
 
 
+def _python_version() -> str:
+    v = sys.version_info
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
 def _user_agent() -> str:
-    return f"amili-async/{__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
+    return f"amili-async/{__version__} python/{_python_version()} httpx/{httpx.__version__}"
 
 
 def _check_base_url(raw: str) -> str:
@@ -122,11 +126,10 @@ def _configure_logging_from_env() -> None:
 
 
 def _loop_key() -> tuple[str, int]:
+    loop = asyncio._get_running_loop()  # the cheap check, on every call; None under trio
+    if loop is not None:
+        return "asyncio", id(loop)
     library = sniffio.current_async_library()
-    if library == "asyncio":
-        import asyncio
-
-        return library, id(asyncio.get_running_loop())
     if library == "trio":
         import trio
 
@@ -248,7 +251,8 @@ class AsyncAmiliClient:
     @property
     def token_requests(self) -> int:
         """How many token requests this client has sent (one per token lifetime, at any concurrency)."""
-        return self._runtime.tokens.requests if self._runtime else 0
+        runtime = getattr(self, "_views_of", self)._runtime
+        return runtime.tokens.requests if runtime else 0
 
     def with_options(
         self, *, timeout: httpx.Timeout | float | None = None, retry: RetryPolicy | None = None
@@ -262,7 +266,9 @@ class AsyncAmiliClient:
         if retry is not None:
             view._retry = retry
         view._make_resources()
-        view._views_of = self  # type: ignore[attr-defined]
+        # Always the real client, never another view: a view of a view (`client.with_options(...)` and then a
+        # per-call `timeout=`) must share the client's runtime and closed state, not a stale copy of them.
+        view._views_of = getattr(self, "_views_of", self)  # type: ignore[attr-defined]
         return view
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -280,6 +286,8 @@ class AsyncAmiliClient:
         owner._closed = True
         runtime, owner._runtime = owner._runtime, None
         if runtime is not None and runtime.own_transport and runtime.transport is not None:
+            import anyio
+
             with anyio.CancelScope(shield=True):
                 await runtime.transport.aclose()
 
@@ -336,6 +344,8 @@ class AsyncAmiliClient:
             # The aiohttp transport enforces the deadline itself (its `total` timeout, set per attempt in
             # `_send`), which is cheaper than a cancel scope around every call.
             return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
+        import anyio
+
         with anyio.move_on_after(policy.deadline) as scope:
             return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
         assert scope.cancelled_caught
@@ -462,9 +472,12 @@ class AsyncAmiliClient:
     ) -> tuple[int, Mapping[str, str], bytes]:
         """The token endpoint's own door: one attempt, its own timeout (set by the cache), no retry policy."""
         runtime = self._bind()
+        # The provider's headers replace the client's defaults of the same name (no doubled Accept).
+        own = {name.lower() for name in headers}
+        defaults = [(name, value) for name, value in self._headers if name.lower() not in own]
         try:
             status, response_headers, raw = await runtime.exchange(
-                method, self._base_url + path, [*self._headers, *headers.items()], body, self._timeout_ext
+                method, self._base_url + path, [*defaults, *headers.items()], body, self._timeout_ext
             )
         except httpx.TransportError as exc:
             kind = TimeoutError if isinstance(exc, httpx.TimeoutException) else TransportError

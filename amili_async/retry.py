@@ -29,7 +29,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
-import anyio
 import attrs
 import httpx
 
@@ -136,6 +135,8 @@ class RetryBudget:
 
 
 def _default_sleep(seconds: float) -> Awaitable[None]:
+    import anyio
+
     return anyio.sleep(seconds)
 
 
@@ -166,6 +167,8 @@ class RetryPolicy:
     @classmethod
     def no_delay(cls, **changes: Any) -> RetryPolicy:
         async def no_sleep(_: float) -> None:
+            import anyio.lowlevel
+
             await anyio.lowlevel.checkpoint()
 
         changes.setdefault("sleep", no_sleep)

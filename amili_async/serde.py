@@ -19,12 +19,13 @@ import functools
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-import cattrs
 import orjson
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+if TYPE_CHECKING:
+    import cattrs
 
 __all__ = [
     "converter",
@@ -43,6 +44,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 _MONTH_NUMBER = {name: i + 1 for i, name in enumerate(_MONTHS)}
 
 
+@functools.lru_cache(maxsize=1024)
 def format_rfc1123(value: datetime) -> str:
     """`Tue, 07 Oct 2025 08:15:30 GMT`, independent of the process locale."""
     utc = value.astimezone(timezone.utc)
@@ -110,6 +112,8 @@ def loads(raw: bytes) -> Any:
 
 
 def _build() -> cattrs.Converter:
+    import cattrs  # imported on first use: it is the largest part of `import amili_async`
+
     # Without detailed validation the generated functions are about twice as fast; decode errors are still
     # caught and reported as ResponseDecodeError by `structure_document`.
     conv = cattrs.Converter(detailed_validation=False)
@@ -137,6 +141,8 @@ def converter() -> cattrs.Converter:
 
 def _make_action_unstructure(conv: cattrs.Converter, cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     """Generated unstructure function: wire field names, `None` fields left out."""
+    from cattrs.gen import make_dict_unstructure_fn, override
+
     overrides: dict[str, Any] = {}
     for a in attrs.fields(cls):
         wire = a.metadata.get("wire", a.name)
@@ -149,16 +155,46 @@ def _make_action_unstructure(conv: cattrs.Converter, cls: type[Any]) -> Callable
     return make_dict_unstructure_fn(cls, conv, **overrides)
 
 
+def _text(value: Any) -> str:
+    return value if type(value) is str else str(value)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _field_reader(conv: cattrs.Converter, annotation: Any) -> Callable[[Any], Any]:
+    """How one field's wire value becomes its Python value (the common types skip cattrs' dispatch)."""
+    fast: dict[Any, Callable[[Any], Any]] = {
+        str: _text,
+        str | None: _text,
+        Decimal | None: parse_money,
+        datetime | None: parse_datetime,
+        bool | None: _flag,
+    }
+    reader = fast.get(annotation)
+    if reader is not None:
+        return reader
+    return lambda value: conv.structure(value, annotation)
+
+
 def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[Any, Any], T]:
-    """Structure an Eve document: aliases -> attribute names, unknown keys -> `extra`."""
-    aliases: dict[str, str] = {}
-    for a in attrs.fields(cls):  # type: ignore[arg-type]
+    """Structure an Eve document: aliases -> attribute names, unknown keys -> `extra`.
+
+    Hand-rolled rather than `make_dict_structure_fn`: one pass over the answer's keys does the aliasing,
+    the `extra` collection and the conversion, at a third of the cost (it runs once per receipt).
+    """
+    fields = attrs.fields(attrs.resolve_types(cls))  # type: ignore[type-var, arg-type]
+    readers: dict[str, tuple[str, Callable[[Any], Any]]] = {}
+    for a in fields:
         if a.name == "extra":
             continue
-        aliases[a.name] = a.name
+        readers[a.name] = (a.name, _field_reader(conv, a.type))
         for wire in a.metadata.get("aliases", ()):
-            aliases[wire] = a.name
-    inner = make_dict_structure_fn(cls, conv)
+            readers[wire] = readers[a.name]
+    required = frozenset(a.name for a in fields if a.default is attrs.NOTHING)
 
     def structure(data: Any, _: Any) -> T:
         if not isinstance(data, Mapping):
@@ -166,13 +202,15 @@ def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[
         known: dict[str, Any] = {}
         extra: dict[str, Any] = {}
         for key, value in data.items():
-            name = aliases.get(key)
-            if name is None:
+            target = readers.get(key)
+            if target is None:
                 extra[key] = value
-            elif value is not None and name not in known:
-                known[name] = value
-        known["extra"] = extra
-        return inner(known, cls)
+            elif value is not None and target[0] not in known:
+                known[target[0]] = target[1](value)
+        missing = required.difference(known)
+        if missing:
+            raise ValueError(f"missing {', '.join(sorted(missing))}")
+        return cls(**known, extra=extra)
 
     return structure
 
@@ -188,6 +226,8 @@ def structure_document(data: Any, cls: type[T]) -> T:
 
 
 def _reason(exc: BaseException) -> str:
+    import cattrs
+
     if isinstance(exc, cattrs.BaseValidationError):
         leaves = cattrs.transform_error(exc)
         return "; ".join(leaves[:3])

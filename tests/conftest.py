@@ -97,16 +97,16 @@ class ScriptedTransport(httpx.AsyncBaseTransport):
 
     @property
     def token_requests(self) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path == TOKEN_PATH]
+        return [r for r in self.requests if r.url.path.endswith(TOKEN_PATH)]
 
     @property
     def api_requests(self) -> list[httpx.Request]:
-        return [r for r in self.requests if r.url.path != TOKEN_PATH]
+        return [r for r in self.requests if not r.url.path.endswith(TOKEN_PATH)]
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         await request.aread()
         self.requests.append(request)
-        is_token = request.url.path == TOKEN_PATH
+        is_token = request.url.path.endswith(TOKEN_PATH)
         if is_token:
             handler = self.token_handler
         else:

@@ -78,7 +78,7 @@ class CreditorPayments(_ActionResource[PaymentReceipt]):
         looking the payment up, so it is never registered twice nor silently dropped.
         """
         action = CreditorPayment(
-            creditor=creditor, amount=amount, currency=currency,  # type: ignore[arg-type]
+            creditor=creditor, amount=amount, currency=currency,
             bank_transaction_date=bank_transaction_date, case=case, invoice_number=invoice_number,
             creditor_payment_reference=creditor_payment_reference,
             client_registration_date=client_registration_date, origin=origin,
@@ -106,7 +106,7 @@ class CreditorCreditings(_ActionResource[CreditingReceipt]):
     ) -> CreditingReceipt:
         """Credit part of a case's capital. `creditor_reference` makes a lost answer recoverable."""
         action = CreditorCrediting(
-            amount=amount, currency=currency, case=case, creditor=creditor,  # type: ignore[arg-type]
+            amount=amount, currency=currency, case=case, creditor=creditor,
             invoice_number=invoice_number, creditor_reference=creditor_reference, credit_invoice=credit_invoice,
             client_registration_date=client_registration_date, origin=origin,
         )

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from types import TracebackType
+from typing import cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
@@ -61,8 +62,7 @@ class _Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         self._server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

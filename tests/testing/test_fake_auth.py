@@ -51,7 +51,9 @@ async def test_missing_header(fake: FakeAmili, http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("exp_in", [-10, 3700])
-async def test_expired_or_too_far_ahead(cred: FakeCreditor, http: httpx.AsyncClient, mint, exp_in: int) -> None:
+async def test_expired_or_too_far_ahead(
+    cred: FakeCreditor, http: httpx.AsyncClient, mint, exp_in: int
+) -> None:
     assert_401(await http.get(TOKEN, headers={"X-API-Key": mint(cred, exp_in=exp_in)}))
 
 
@@ -128,7 +130,9 @@ async def test_simple_auth(fake: FakeAmili, http: httpx.AsyncClient) -> None:
     assert bad.status_code == 400
 
 
-async def test_accounts_share_one_api_user(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, login) -> None:
+async def test_accounts_share_one_api_user(
+    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, login
+) -> None:
     sibling = fake.add_creditor(name="Acme Finans AB", account=cred.account)
     assert sibling.account == cred.account
     assert (sibling.api_code, sibling.private_key_pem) == (cred.api_code, cred.private_key_pem)
@@ -142,11 +146,16 @@ async def test_accounts_share_one_api_user(fake: FakeAmili, cred: FakeCreditor, 
         fake.add_creditor(account="0" * 24)
 
 
-async def test_api_key_is_never_recorded(fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_api_key_is_never_recorded(
+    fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
     await http.get("/cases", headers=headers)
     secret = headers["X-API-Key"]
     assert all(secret not in repr(r) for r in fake.requests)
-    assert [(r.method, r.path, r.status) for r in fake.requests] == [("GET", TOKEN, 200), ("GET", "/cases", 200)]
+    assert [(r.method, r.path, r.status) for r in fake.requests] == [
+        ("GET", TOKEN, 200),
+        ("GET", "/cases", 200),
+    ]
 
 
 def test_creditor_repr_hides_secrets(fake: FakeAmili, cred: FakeCreditor) -> None:
@@ -173,4 +182,3 @@ def test_ids_are_deterministic() -> None:
     assert first == ids(7)
     assert first != ids(8)
     assert all(len(i) == 24 and i == i.lower() for i in first[:2] + first[3:])
-

@@ -52,7 +52,9 @@ async def connect(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     """A raw client on `fake`, logged in as `cred` with a JWT minted for `now`."""
     async with httpx.AsyncClient(transport=fake.transport(), base_url=FakeAmili.BASE_URL) as client:
-        token = jwt.encode({"api_code": cred.api_code, "exp": int(now) + 600}, cred.private_key_pem, cred.algorithm)
+        token = jwt.encode(
+            {"api_code": cred.api_code, "exp": int(now) + 600}, cred.private_key_pem, cred.algorithm
+        )
         r = await client.get("/authenticates/api-code", headers={"X-API-Key": token})
         yield client, {"X-API-Key": r.json()["token"]}
 
@@ -76,7 +78,12 @@ async def test_rate_limit(payment) -> None:
 
 @pytest.mark.parametrize(("commit", "status"), [(False, 503), (True, 500), (False, 502)])
 async def test_server_error(
-    fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str], body: dict[str, object], commit: bool, status: int
+    fake: FakeAmili,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    body: dict[str, object],
+    commit: bool,
+    status: int,
 ) -> None:
     fake.inject(Fault("server_error", path=PAYMENTS, status=status, commit=commit))
     r = await http.post(PAYMENTS, json=body, headers=headers)
@@ -88,7 +95,12 @@ async def test_server_error(
 
 @pytest.mark.parametrize(("kind", "applied"), [("drop_before_commit", 0), ("drop_after_commit", 1)])
 async def test_drops(
-    fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str], body: dict[str, object], kind, applied: int
+    fake: FakeAmili,
+    http: httpx.AsyncClient,
+    headers: dict[str, str],
+    body: dict[str, object],
+    kind,
+    applied: int,
 ) -> None:
     fake.inject(Fault(kind, path=PAYMENTS))
     with pytest.raises(httpx.RemoteProtocolError, match="Server disconnected without sending a response"):
@@ -154,7 +166,9 @@ async def test_revoke_token(
     assert (await http.post(PAYMENTS, json=body, headers=fresh)).status_code == 201
 
 
-async def test_token_endpoint_down(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, mint) -> None:
+async def test_token_endpoint_down(
+    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, mint
+) -> None:
     fake.inject(Fault("token_endpoint_down", times=1))
     fake.inject(Fault("token_endpoint_down", refuse=True, times=1))
     jwt_header = {"X-API-Key": mint(cred)}

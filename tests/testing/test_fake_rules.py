@@ -17,7 +17,9 @@ def decoded(r: httpx.Response) -> Any:
     return json.loads(r.content, parse_float=Decimal)
 
 
-async def pay(http: httpx.AsyncClient, headers: dict[str, str], payment, case: str, creditor: str, amount: str) -> Any:
+async def pay(
+    http: httpx.AsyncClient, headers: dict[str, str], payment, case: str, creditor: str, amount: str
+) -> Any:
     r = await http.post("/creditor--payments", json=payment(case, creditor, amount=amount), headers=headers)
     assert r.status_code == 201, r.text
     return decoded(r)
@@ -111,7 +113,11 @@ async def test_full_payment_closes_and_overpayment_warns(
     assert doc["_etag"] != etag
 
     again = await pay(http, headers, payment, case, cred.id, "10")
-    assert (again["status"], again["settled_amount"], again["status_reason_locale"]) == ("error", 0, "case.closed")
+    assert (again["status"], again["settled_amount"], again["status_reason_locale"]) == (
+        "error",
+        0,
+        "case.closed",
+    )
     assert fake.payments[-1]["status"] == "error"
 
 
@@ -192,13 +198,17 @@ async def test_case_found_by_invoice_number(
     assert fake.get_case(case)["local_remaining_capital_amount"] == D("60")
 
 
-async def test_closed_on_creation(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers, payment) -> None:
+async def test_closed_on_creation(
+    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers, payment
+) -> None:
     case = fake.add_case(cred.id, closed=True)
     receipt = await pay(http, headers, payment, case, cred.id, "1")
     assert receipt["status"] == "error"
 
 
-async def test_case_document_shape(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers) -> None:
+async def test_case_document_shape(
+    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers
+) -> None:
     case = fake.add_case(
         cred.id,
         capital="300",
@@ -246,7 +256,11 @@ async def test_case_registration(
         "currency": "SEK",
         "customer": {"name": "Test Company AB", "id_number": "5560269986", "is_company": True},
         "debts": [
-            {"invoice_number": "INV-1", "invoice_date": "Mon, 16 Jun 2025 00:00:00 GMT", "capital_to_claim": 300},
+            {
+                "invoice_number": "INV-1",
+                "invoice_date": "Mon, 16 Jun 2025 00:00:00 GMT",
+                "capital_to_claim": 300,
+            },
             {
                 "invoice_number": "INV-2",
                 "capital_to_claim": "125.50",
@@ -315,7 +329,13 @@ async def test_respite_check_grant_and_history(
     ],
 )
 async def test_respite_refused_by_state(
-    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers, state: str, closed: bool, issue: str
+    fake: FakeAmili,
+    cred: FakeCreditor,
+    http: httpx.AsyncClient,
+    headers,
+    state: str,
+    closed: bool,
+    issue: str,
 ) -> None:
     case = fake.add_case(cred.id, state=state, closed=closed)
     check = await http.get(respite_url(case), headers=headers)

@@ -41,13 +41,21 @@ async def issues_of(r: httpx.Response) -> dict[str, Any]:
         ({"amount": "12,50"}, "amount", "must be of number type"),
         ({"amount": 0}, "amount", "must be greater than 0"),
         ({"amount": "-5"}, "amount", "must be greater than 0"),
-        ({"bank_transaction_date": "2025-10-07T08:15:30Z"}, "bank_transaction_date", "must be of datetime type"),
+        (
+            {"bank_transaction_date": "2025-10-07T08:15:30Z"},
+            "bank_transaction_date",
+            "must be of datetime type",
+        ),
         ({"client_registration_date": "2025-10-07"}, "client_registration_date", "must be of datetime type"),
         ({"creditor_payment_reference": 42}, "creditor_payment_reference", "must be of string type"),
         ({"case": "674DBEAF08847B9501CC9132"}, "case", "value must be an ObjectId"),
         ({"creditor": "abc"}, "creditor", "value must be an ObjectId"),
         ({"account": "674dbeaf08847b9501cc9132"}, "account", "field is read-only"),
-        ({"creditor_payment_reference": None, "case": None}, "case", "required field unless 'invoice_number' is given"),
+        (
+            {"creditor_payment_reference": None, "case": None},
+            "case",
+            "required field unless 'invoice_number' is given",
+        ),
     ],
 )
 async def test_payment_field_rules(
@@ -86,7 +94,9 @@ async def test_case_and_invoice_number_exclude_each_other(
     }
 
 
-async def test_invoice_number_needs_creditor(case: str, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
+async def test_invoice_number_needs_creditor(
+    case: str, http: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
     body = {"invoice_number": "INV-1", "amount": 10, "currency": "SEK", "origin": "creditor_system"}
     issues = await issues_of(await http.post("/creditor--creditings", json=body, headers=headers))
     assert issues == {"creditor": "required field with 'invoice_number'"}
@@ -106,7 +116,9 @@ async def test_unknown_case_and_creditor(
     ghost = "674dbeaf08847b9501cc9132"
     issues = await issues_of(await http.post(PAYMENTS, json=payment(ghost, cred.id), headers=headers))
     assert issues == {"case": f"value '{ghost}' must exist in resource 'cases'"}
-    issues = await issues_of(await http.post(PAYMENTS, json=payment(None, ghost, invoice_number="X"), headers=headers))
+    issues = await issues_of(
+        await http.post(PAYMENTS, json=payment(None, ghost, invoice_number="X"), headers=headers)
+    )
     assert issues == {"creditor": f"value '{ghost}' must exist in resource 'creditors'"}
     body = payment(None, cred.id, invoice_number="NO-SUCH")
     issues = await issues_of(await http.post(PAYMENTS, json=body, headers=headers))
@@ -148,7 +160,9 @@ async def test_bad_bodies_are_400(
     assert fake.requests[-1].json is None or content in (b"[1, 2]", b'"text"')
 
 
-async def test_null_values(cred: FakeCreditor, case: str, http: httpx.AsyncClient, headers: dict[str, str], payment) -> None:
+async def test_null_values(
+    cred: FakeCreditor, case: str, http: httpx.AsyncClient, headers: dict[str, str], payment
+) -> None:
     body = {**payment(case, cred.id), "creditor_payment_reference": None}
     issues = await issues_of(await http.post(PAYMENTS, json=body, headers=headers))
     assert issues == {"creditor_payment_reference": "null value not allowed"}
@@ -171,5 +185,7 @@ async def test_case_registration_validation(
         "customer": {"name": "must be of string type"},
         "debts": {"1": {"invoice_date": "must be of datetime type", "capital_to_claim": "required field"}},
     }
-    issues = await issues_of(await http.post("/case--registrations", json={**body, "debts": []}, headers=headers))
+    issues = await issues_of(
+        await http.post("/case--registrations", json={**body, "debts": []}, headers=headers)
+    )
     assert issues["debts"] == "empty values not allowed"

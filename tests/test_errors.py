@@ -1,0 +1,301 @@
+"""Error answers (Eve envelopes, proxy pages, broken JSON) become the right exception, complete and safe."""
+
+from __future__ import annotations
+
+import builtins
+import pickle
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import httpx
+import pytest
+
+from amili_async import (
+    AmiliError,
+    ApiCodeJwtAuth,
+    APIStatusError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    CreditorPayment,
+    NotFoundError,
+    OutcomeUnknownError,
+    PermissionDeniedError,
+    PreconditionFailedError,
+    RateLimitError,
+    ResponseDecodeError,
+    RetryPolicy,
+    ServerError,
+    StaticTokenAuth,
+    TimeoutError,
+    TransportError,
+    UnprocessableEntityError,
+    ValidationError,
+)
+from amili_async.errors import error_for_status, normalise_issues
+
+CREDITOR = "674dbeb208847b9501cc9138"
+CASE = "68e4c40d93ee14723d28fa95"
+
+INSERTION_FAILURE = "Insertion failure: 1 document(s) contain(s) error(s)"
+HTML_502 = (
+    b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1>"
+    b"</center>\r\n<hr><center>nginx/1.25.3</center>\r\n</body>\r\n</html>\r\n" + b"<!-- padding -->" * 200
+)
+
+
+def eve_error(status: int, message: str, **extra: object) -> httpx.Response:
+    return httpx.Response(status, json={"_status": "ERR", "_error": {"code": status, "message": message}, **extra})
+
+
+async def test_422_with_string_issues(make_client):
+    client, _ = make_client(
+        lambda r: eve_error(422, INSERTION_FAILURE, _issues={"amount": "must be of number type"})
+    )
+    with pytest.raises(UnprocessableEntityError) as info:
+        await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
+    err = info.value
+    assert isinstance(err, ValidationError)
+    assert isinstance(err, APIStatusError)
+    assert err.status_code == 422
+    assert err.issues == {"amount": ("must be of number type",)}
+    assert err.message == INSERTION_FAILURE
+    assert err.method == "POST"
+    assert err.path == "/creditor--creditings"
+    assert err.attempts == 1
+    assert "amount: must be of number type" in str(err)
+
+
+async def test_422_with_list_issues(make_client):
+    issues = {"case": ["unknown case", "case is closed"], "currency": "unallowed value XYZ"}
+    client, _ = make_client(lambda r: eve_error(422, INSERTION_FAILURE, _issues=issues))
+    with pytest.raises(UnprocessableEntityError) as info:
+        await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
+    assert info.value.issues == {"case": ("unknown case", "case is closed"), "currency": ("unallowed value XYZ",)}
+
+
+async def test_patch_style_422_without_error_key(make_client):
+    client, _ = make_client(
+        lambda r: httpx.Response(422, json={"_status": "ERR", "_issues": {"days": "max value is 30"}})
+    )
+    with pytest.raises(UnprocessableEntityError) as info:
+        await client.cases.get(CASE)
+    err = info.value
+    assert err.issues == {"days": ("max value is 30",)}
+    assert err.message  # a default sentence, never empty
+    assert "422" in str(err)
+
+
+async def test_error_key_as_a_string(make_client):
+    client, _ = make_client(lambda r: httpx.Response(400, json={"_status": "ERR", "_error": "bad where clause"}))
+    with pytest.raises(BadRequestError) as info:
+        await client.cases.get(CASE)
+    assert info.value.message == "bad where clause"
+    assert info.value.issues == {}
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, BadRequestError),
+        (403, PermissionDeniedError),
+        (404, NotFoundError),
+        (409, ConflictError),
+        (412, PreconditionFailedError),
+        (428, PreconditionFailedError),
+        (418, APIStatusError),
+    ],
+)
+async def test_statuses_map_to_classes(make_client, status, cls):
+    client, transport = make_client(lambda r: eve_error(status, "The server said no"))
+    with pytest.raises(cls) as info:
+        await client.cases.get(CASE)
+    err = info.value
+    assert type(err) is cls
+    assert err.status_code == status
+    assert err.message == "The server said no"
+    assert err.method == "GET"
+    assert err.path == f"/cases/{CASE}"
+    assert err.attempts == 1
+    assert len(transport.api_requests) == 1, "client errors are never retried"
+    assert err.body == {"_status": "ERR", "_error": {"code": status, "message": "The server said no"}}
+
+
+async def test_html_502_from_a_proxy_after_retries(make_client):
+    client, transport = make_client(
+        lambda r: httpx.Response(502, content=HTML_502, headers={"Content-Type": "text/html"})
+    )
+    with pytest.raises(ServerError) as info:
+        await client.cases.get(CASE)
+    err = info.value
+    assert err.status_code == 502
+    assert err.attempts == 3
+    assert len(transport.api_requests) == 3
+    assert "502 Bad Gateway" in err.message
+    assert len(err.message) < 300, "the message holds an excerpt, not the whole page"
+    assert "\n" not in str(err)
+    assert isinstance(err.body, str) and len(err.body) <= 201
+
+
+async def test_malformed_json_on_a_get_after_retries(make_client):
+    client, transport = make_client(
+        lambda r: httpx.Response(200, content=b'{"_id": "68e4c40d93ee14723d28fa95", "state": ', headers={})
+    )
+    with pytest.raises(ResponseDecodeError) as info:
+        await client.cases.get(CASE)
+    err = info.value
+    assert err.attempts == 3
+    assert len(transport.api_requests) == 3
+    assert err.method == "GET"
+    assert err.path == f"/cases/{CASE}"
+    assert "not JSON" in str(err)
+
+
+async def test_json_of_the_wrong_shape_is_a_decode_error(make_client):
+    client, _ = make_client(lambda r: httpx.Response(200, json=["not", "an", "object"]))
+    with pytest.raises(ResponseDecodeError):
+        await client.cases.get(CASE)
+    client, _ = make_client(lambda r: httpx.Response(200, json={"state": "invoice"}))  # no _id
+    with pytest.raises(ResponseDecodeError):
+        await client.cases.get(CASE)
+
+
+async def test_error_path_never_has_the_query_string(make_client):
+    client, _ = make_client(lambda r: eve_error(400, "no"))
+    with pytest.raises(BadRequestError) as info:
+        async for _ in client.creditor_payments.list(where={"creditor_payment_reference": "SECRET-REF-42"}):
+            pass
+    assert info.value.path == "/creditor--payments"
+    assert "SECRET-REF-42" not in str(info.value)
+    assert "SECRET-REF-42" not in repr(info.value)
+
+
+# -- the error objects themselves -------------------------------------------------------------------------------
+
+
+def test_normalise_issues_forms():
+    assert normalise_issues(None) == {}
+    assert normalise_issues({}) == {}
+    assert normalise_issues([]) == {}
+    assert normalise_issues({"a": "x"}) == {"a": ("x",)}
+    assert normalise_issues({"a": ["x", "y"]}) == {"a": ("x", "y")}
+    assert normalise_issues(["x", {"message": "y"}]) == {"_": ("x", "y")}
+    assert normalise_issues("just text") == {"_": ("just text",)}
+    assert normalise_issues({"a": {"code": "E1"}}) == {"a": ("E1",)}
+
+
+def test_error_for_status_uses_the_envelope():
+    err = error_for_status(
+        429,
+        {"_status": "ERR", "_error": {"code": 429, "message": "Rate limit exceeded"}},
+        b"",
+        method="POST",
+        path="/creditor--payments",
+        retry_after=7.0,
+        attempts=2,
+    )
+    assert isinstance(err, RateLimitError)
+    assert err.retry_after == 7.0
+    assert err.attempts == 2
+    assert err.message == "Rate limit exceeded"
+    assert "after 2 attempts" in str(err)
+    unknown = error_for_status(599, None, b"", method="GET", path="/x")
+    assert isinstance(unknown, ServerError) and unknown.status_code == 599
+
+
+def _all_kinds() -> list[AmiliError]:
+    payment = CreditorPayment(
+        creditor=CREDITOR,
+        case=CASE,
+        amount=Decimal("10.00"),
+        currency="SEK",
+        bank_transaction_date=datetime(2025, 1, 1, tzinfo=timezone.utc),
+        creditor_payment_reference="PAY-1",
+    )
+    unknown = OutcomeUnknownError(
+        "lost", action=payment, reference="PAY-1", method="POST", path="/creditor--payments", attempts=2
+    )
+    return [
+        error_for_status(
+            422, {"_issues": {"a": ["x", "y"]}, "_error": {"message": "m"}}, b"", method="POST", path="/p"
+        ),
+        error_for_status(429, None, b"", method="GET", path="/p", retry_after=3.0),
+        error_for_status(502, None, HTML_502, method="GET", path="/p", attempts=3),
+        AuthenticationError("no", status_code=401, method="GET", path="/cases"),
+        ValidationError("amount: bad", issues={"amount": ("bad",)}),
+        TimeoutError("ConnectTimeout", method="GET", path="/p", attempts=3),
+        TransportError("ConnectError", method="POST", path="/p"),
+        ResponseDecodeError("not JSON", status_code=200, method="GET", path="/p"),
+        unknown,
+    ]
+
+
+@pytest.mark.parametrize("err", _all_kinds(), ids=lambda e: type(e).__name__)
+def test_errors_pickle_with_every_field(err):
+    copy = pickle.loads(pickle.dumps(err))
+    assert type(copy) is type(err)
+    for name in ("message", "status_code", "issues", "method", "path", "body", "attempts", "action", "reference"):
+        assert getattr(copy, name) == getattr(err, name), name
+    assert str(copy) == str(err)
+    if isinstance(err, RateLimitError):
+        assert copy.retry_after == err.retry_after
+
+
+def test_every_error_has_the_documented_fields():
+    for err in _all_kinds():
+        for name in ("message", "status_code", "issues", "method", "path", "body", "attempts"):
+            assert hasattr(err, name), (type(err).__name__, name)
+
+
+def test_timeout_error_is_both_a_transport_error_and_a_builtin_timeout():
+    err = TimeoutError("t")
+    assert isinstance(err, TransportError)
+    assert isinstance(err, builtins.TimeoutError)
+
+
+# -- secrets never end up in an error ------------------------------------------------------------------------------
+
+SECRET_TOKEN = "tok-VERY-SECRET-abc123"
+
+
+def _assert_secret_free(err: BaseException, *secrets: str) -> None:
+    texts = [str(err), repr(err), str(getattr(err, "body", "")), repr(err.__dict__)]
+    cause = err.__cause__
+    while cause is not None:
+        texts += [str(cause), repr(cause)]
+        cause = cause.__cause__
+    for secret in secrets:
+        for text in texts:
+            assert secret not in text
+
+
+async def test_a_final_401_does_not_reveal_the_token(make_client):
+    client, _ = make_client(
+        lambda r: eve_error(401, "Please provide proper credentials"), auth=StaticTokenAuth(SECRET_TOKEN)
+    )
+    with pytest.raises(AuthenticationError) as info:
+        await client.cases.get(CASE)
+    _assert_secret_free(info.value, SECRET_TOKEN)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda r: httpx.Response(500, content=b"<html>Internal Server Error</html>"),
+        lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("read timed out")),
+        lambda r: (_ for _ in ()).throw(httpx.ConnectError("connection refused")),
+        lambda r: httpx.Response(200, content=b"not json"),
+    ],
+    ids=["500", "read-timeout", "connect-error", "bad-json"],
+)
+async def test_failures_do_not_reveal_token_or_api_code(make_client, ec_keys, failure):
+    api_code = "API-CODE-SECRET-991"
+    auth = ApiCodeJwtAuth(api_code=api_code, private_key=ec_keys.private_pem)
+    client, transport = make_client(failure, auth=auth, retry=RetryPolicy.no_delay(max_attempts=2))
+    for call in (
+        lambda: client.cases.get(CASE),
+        lambda: client.creditor_creditings.create(case=CASE, amount=1, currency="SEK"),
+    ):
+        with pytest.raises(AmiliError) as info:
+            await call()
+        _assert_secret_free(info.value, "tok-1", api_code, transport.token_requests[0].headers["X-API-Key"])
