@@ -29,7 +29,7 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    session.install("-e", ".")
+    session.install("-e", ".", "trio", "uvloop")
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/import_time.py")
     session.run("python", "benchmarks/memory.py")

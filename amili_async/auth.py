@@ -35,6 +35,7 @@ from typing import Any, Protocol
 import attrs
 
 from . import serde
+from . import errors
 from .errors import AmiliError, AuthenticationError, ConfigurationError, ResponseDecodeError, error_for_status
 
 __all__ = [
@@ -134,7 +135,7 @@ def _load_private_key(key: Any, algorithm: str) -> Any:
     if wants_ec != isinstance(loaded, ec.EllipticCurvePrivateKey):
         kind = "an EC" if wants_ec else "an RSA"
         raise ConfigurationError(f"algorithm {algorithm} needs {kind} private key")
-    # PyJWT refuses to sign with a curve other than the algorithm's (ES256: P-256, ES384: P-384, ES512: P-521);
+    # PyJWT refuses to sign with a curve other than the algorithm's (ES256 P-256, ES384 P-384, ES512 P-521);
     # say so now rather than on the first request.
     curve = _CURVE_FOR.get(algorithm)
     if curve is not None and loaded.curve.name != curve:
@@ -361,17 +362,18 @@ class TokenCache:
             # Shielded: one caller's cancellation must not cancel the refresh everybody else waits for.
             with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):
                 grant = await self._auth.fetch(self._send)
+        except AmiliError as exc:  # before TimeoutError: our TimeoutError is one of those too
+            self._record_failure(exc)
+            raise
         except TimeoutError:
             self._record_failure(
-                AuthenticationError(
+                errors.TimeoutError(
                     f"could not obtain an access token: the token endpoint did not answer within {self._timeout} s",
+                    method="GET",
                     path=TOKEN_PATH,
                 )
             )
             raise copy.copy(self._last_error) from None  # type: ignore[misc]
-        except AmiliError as exc:
-            self._record_failure(exc)
-            raise
         lifetime = grant.lifetime if grant.lifetime is not None else self._assumed_lifetime
         if not self._auth.refreshable:
             lifetime = float("inf")

@@ -94,8 +94,11 @@ def _money_fragment(value: Decimal) -> orjson.Fragment:
 
 
 def dumps(payload: Any) -> bytes:
-    """JSON bytes; `Decimal` values are written with their exact digits."""
-    return orjson.dumps(payload, default=_encode_default)
+    """JSON bytes; `Decimal` values are written with their exact digits, datetimes as RFC 1123 GMT.
+
+    orjson writes datetimes as ISO 8601 by itself, which Eve refuses in a body and compares as a plain string
+    inside `where`; passing them through sends them to `_encode_default` instead."""
+    return orjson.dumps(payload, default=_encode_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
 
 
 def _encode_default(value: Any) -> Any:
@@ -210,7 +213,7 @@ def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[
         missing = required.difference(known)
         if missing:
             raise ValueError(f"missing {', '.join(sorted(missing))}")
-        return cls(**known, extra=extra)
+        return cls(**known, extra=extra)  # type: ignore[call-arg]
 
     return structure
 

@@ -86,7 +86,6 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
             if not isinstance(session, aiohttp.ClientSession):
                 session = self.client = self.get_client()
             client_timeout = aiohttp.ClientTimeout(
-                total=timeout.get("total"),
                 sock_connect=timeout.get("connect"),
                 sock_read=timeout.get("read"),
                 connect=timeout.get("pool"),
@@ -135,11 +134,6 @@ Exchange = Callable[
 ]
 
 
-def supports_total_timeout(transport: httpx.AsyncBaseTransport | None) -> bool:
-    """Whether the transport bounds a whole request by a `total` key in the timeout extension."""
-    return transport is not None and isinstance(transport, _transport_class())
-
-
 def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
     """The cheapest way to do one request on `transport`.
 
@@ -147,7 +141,7 @@ def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
     CPU than all of the SDK's own work (see `benchmarks/README.md`). Any other transport gets real httpx
     objects through its public `handle_async_request`.
     """
-    if supports_total_timeout(transport):
+    if isinstance(transport, _transport_class()):
         return transport.exchange  # type: ignore[attr-defined, no-any-return]
 
     async def exchange(

@@ -28,7 +28,7 @@ PATH = "/creditor--payments"
 BANK_DATE = "Tue, 07 Oct 2025 08:15:30 GMT"
 BANK_DATETIME = datetime(2025, 10, 7, 8, 15, 30, tzinfo=timezone.utc)
 
-ASYNCIO_SCENARIOS = ("aiohttp", "httpx", "httpx_aiohttp", "sdk", "sdk_httpx")
+ASYNCIO_SCENARIOS = ("aiohttp", "httpx", "httpx_aiohttp", "transport", "sdk", "sdk_httpx")
 TRIO_SCENARIOS = ("sdk_trio", "httpx_trio")
 SCENARIOS = ASYNCIO_SCENARIOS + TRIO_SCENARIOS
 SDK_SCENARIOS = ("sdk", "sdk_httpx", "sdk_trio")
@@ -208,6 +208,30 @@ def open_httpx_trio(target: Target, concurrency: int) -> AbstractAsyncContextMan
 
 
 @asynccontextmanager
+async def open_transport(target: Target, concurrency: int) -> AsyncIterator[Send]:
+    """The SDK's default transport called raw (no SDK layer): `sdk` minus this is what the SDK costs."""
+    import httpx
+    import orjson
+
+    from amili_async.transports import AmiliAiohttpTransport, exchange_for
+
+    url = target.base_url.rstrip("/") + PATH
+    headers = list(_raw_headers(target).items())
+    transport = AmiliAiohttpTransport(limits=httpx.Limits(max_connections=_pool_size(concurrency)))
+    exchange = exchange_for(transport)
+    timeout = httpx.Timeout(30.0).as_dict()
+
+    async def send(i: int) -> int:
+        status, _, _ = await exchange("POST", url, headers, orjson.dumps(target.body(i)), timeout)
+        return status
+
+    try:
+        yield send
+    finally:
+        await transport.aclose()
+
+
+@asynccontextmanager
 async def _sdk(target: Target, client_kwargs: dict[str, Any]) -> AsyncIterator[Send]:
     from amili_async import ApiCodeJwtAuth, AsyncAmiliClient, StaticTokenAuth
 
@@ -260,6 +284,7 @@ OPENERS: dict[str, Callable[[Target, int], AbstractAsyncContextManager[Send]]] =
     "aiohttp": open_aiohttp,
     "httpx": open_httpx,
     "httpx_aiohttp": open_httpx_aiohttp,
+    "transport": open_transport,
     "sdk": open_sdk,
     "sdk_httpx": open_sdk_httpx,
     "sdk_trio": open_sdk,

@@ -1,4 +1,4 @@
-"""Credentials: the JWT sent to /authenticates/api-code, the other providers, and the token answers we read."""
+"""Credentials: the JWT for /authenticates/api-code, the other providers, and the token answers we read."""
 
 from __future__ import annotations
 
@@ -99,7 +99,9 @@ def test_unsupported_algorithm(ec_keys, algorithm):
         ApiCodeJwtAuth(api_code=API_CODE, private_key=ec_keys.private_pem, algorithm=algorithm)
 
 
-@pytest.mark.parametrize("key", ["", "not a key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", None])
+@pytest.mark.parametrize(
+    "key", ["", "not a key", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", None]
+)
 def test_unreadable_private_key(key):
     with pytest.raises(ConfigurationError) as info:
         ApiCodeJwtAuth(api_code=API_CODE, private_key=key)
@@ -165,7 +167,7 @@ def test_reprs_hide_secrets(ec_keys):
             assert secret not in str(auth)
 
 
-# -- the token endpoint's answers ---------------------------------------------------------------------------
+# -- the token endpoint's answers ----------------------------------------------------------------------------
 
 
 def _jwt_with_exp(exp: float) -> str:
@@ -260,7 +262,8 @@ async def test_token_endpoint_refusal_is_an_authentication_error(make_client):
     client, transport = make_client(
         case_ok,
         token_handler=lambda r: httpx.Response(
-            401, json={"_status": "ERR", "_error": {"code": 401, "message": "Please provide proper credentials"}}
+            401,
+            json={"_status": "ERR", "_error": {"code": 401, "message": "Please provide proper credentials"}},
         ),
     )
     with pytest.raises(AuthenticationError) as info:
@@ -271,7 +274,9 @@ async def test_token_endpoint_refusal_is_an_authentication_error(make_client):
 
 
 async def test_token_endpoint_server_error(make_client):
-    client, transport = make_client(case_ok, token_handler=lambda r: httpx.Response(503, content=b"<html>down</html>"))
+    client, transport = make_client(
+        case_ok, token_handler=lambda r: httpx.Response(503, content=b"<html>down</html>")
+    )
     with pytest.raises(ServerError):
         await client.cases.get(CASE)
     assert transport.api_requests == []

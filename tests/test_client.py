@@ -1,4 +1,4 @@
-"""Client configuration and lifecycle: base URL, credentials from the environment, timeouts, plumbing, reprs."""
+"""Client configuration and lifecycle: base URL, env credentials, timeouts, plumbing, reprs."""
 
 from __future__ import annotations
 
@@ -27,11 +27,11 @@ def case_ok(request: httpx.Request) -> httpx.Response:
     return httpx.Response(200, json={"_id": CASE})
 
 
-# -- lifecycle ---------------------------------------------------------------------------------------------------
+# -- lifecycle -----------------------------------------------------------------------------------------------
 
 
 async def test_async_with_and_aclose_twice(make_client):
-    client, transport = make_client(case_ok)
+    client, _ = make_client(case_ok)
     async with client as entered:
         assert entered is client
         await client.cases.get(CASE)
@@ -99,7 +99,7 @@ async def test_a_given_transport_is_not_closed_by_the_client(make_client):
     assert transport.closed is False
 
 
-# -- base URL ------------------------------------------------------------------------------------------------------
+# -- base URL ------------------------------------------------------------------------------------------------
 
 
 async def test_base_url_defaults_to_the_sandbox(make_client):
@@ -170,7 +170,7 @@ def test_tls_verification_cannot_be_turned_off():
         AsyncAmiliClient(auth=StaticTokenAuth("t"), verify=False)
 
 
-# -- credentials from the environment -------------------------------------------------------------------------------
+# -- credentials from the environment ------------------------------------------------------------------------
 
 
 async def test_credentials_from_env_with_inline_key(monkeypatch, ec_keys, make_transport):
@@ -181,7 +181,9 @@ async def test_credentials_from_env_with_inline_key(monkeypatch, ec_keys, make_t
     transport = make_transport(case_ok)
     async with AsyncAmiliClient(transport=transport, retry=RetryPolicy.no_delay()) as client:
         await client.cases.get(CASE)
-    claims = jwt.decode(transport.token_requests[0].headers["X-API-Key"], ec_keys.public_pem, algorithms=["ES256"])
+    claims = jwt.decode(
+        transport.token_requests[0].headers["X-API-Key"], ec_keys.public_pem, algorithms=["ES256"]
+    )
     assert claims["api_code"] == API_CODE
 
 
@@ -233,7 +235,7 @@ def test_bad_key_in_env_fails_at_construction(monkeypatch):
         AsyncAmiliClient()
 
 
-# -- timeouts ---------------------------------------------------------------------------------------------------------
+# -- timeouts ------------------------------------------------------------------------------------------------
 
 
 def timeouts(request: httpx.Request) -> dict[str, float | None]:
@@ -309,7 +311,7 @@ async def test_with_options_retry(make_client):
     assert len(transport.api_requests) == 1 + 3
 
 
-# -- plumbing: http_client= ---------------------------------------------------------------------------------------------
+# -- plumbing: http_client= ----------------------------------------------------------------------------------
 
 
 async def test_requests_through_a_user_http_client(ec_keys):
@@ -346,16 +348,23 @@ async def test_requests_through_a_user_http_client(ec_keys):
     await http_client.aclose()
 
 
-# -- reprs --------------------------------------------------------------------------------------------------------
+# -- reprs ---------------------------------------------------------------------------------------------------
 
 
 async def test_reprs_never_show_secrets(make_client, ec_keys):
     auth = ApiCodeJwtAuth(api_code=API_CODE, private_key=ec_keys.private_pem)
-    client, transport = make_client(case_ok, auth=auth)
+    client, _ = make_client(case_ok, auth=auth)
     await client.cases.get(CASE)
     runtime = client._bind()
     token = await runtime.tokens.get()
-    texts = [repr(client), str(client), repr(auth), repr(runtime.tokens), repr(token), repr(client.with_options())]
+    texts = [
+        repr(client),
+        str(client),
+        repr(auth),
+        repr(runtime.tokens),
+        repr(token),
+        repr(client.with_options()),
+    ]
     pem_body = ec_keys.private_pem.splitlines()[1]
     for text in texts:
         assert API_CODE not in text

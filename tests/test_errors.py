@@ -45,7 +45,9 @@ HTML_502 = (
 
 
 def eve_error(status: int, message: str, **extra: object) -> httpx.Response:
-    return httpx.Response(status, json={"_status": "ERR", "_error": {"code": status, "message": message}, **extra})
+    return httpx.Response(
+        status, json={"_status": "ERR", "_error": {"code": status, "message": message}, **extra}
+    )
 
 
 async def test_422_with_string_issues(make_client):
@@ -71,7 +73,10 @@ async def test_422_with_list_issues(make_client):
     client, _ = make_client(lambda r: eve_error(422, INSERTION_FAILURE, _issues=issues))
     with pytest.raises(UnprocessableEntityError) as info:
         await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
-    assert info.value.issues == {"case": ("unknown case", "case is closed"), "currency": ("unallowed value XYZ",)}
+    assert info.value.issues == {
+        "case": ("unknown case", "case is closed"),
+        "currency": ("unallowed value XYZ",),
+    }
 
 
 async def test_patch_style_422_without_error_key(make_client):
@@ -87,7 +92,9 @@ async def test_patch_style_422_without_error_key(make_client):
 
 
 async def test_error_key_as_a_string(make_client):
-    client, _ = make_client(lambda r: httpx.Response(400, json={"_status": "ERR", "_error": "bad where clause"}))
+    client, _ = make_client(
+        lambda r: httpx.Response(400, json={"_status": "ERR", "_error": "bad where clause"})
+    )
     with pytest.raises(BadRequestError) as info:
         await client.cases.get(CASE)
     assert info.value.message == "bad where clause"
@@ -170,7 +177,7 @@ async def test_error_path_never_has_the_query_string(make_client):
     assert "SECRET-REF-42" not in repr(info.value)
 
 
-# -- the error objects themselves -------------------------------------------------------------------------------
+# -- the error objects themselves ----------------------------------------------------------------------------
 
 
 def test_normalise_issues_forms():
@@ -234,7 +241,17 @@ def _all_kinds() -> list[AmiliError]:
 def test_errors_pickle_with_every_field(err):
     copy = pickle.loads(pickle.dumps(err))
     assert type(copy) is type(err)
-    for name in ("message", "status_code", "issues", "method", "path", "body", "attempts", "action", "reference"):
+    for name in (
+        "message",
+        "status_code",
+        "issues",
+        "method",
+        "path",
+        "body",
+        "attempts",
+        "action",
+        "reference",
+    ):
         assert getattr(copy, name) == getattr(err, name), name
     assert str(copy) == str(err)
     if isinstance(err, RateLimitError):
@@ -253,7 +270,7 @@ def test_timeout_error_is_both_a_transport_error_and_a_builtin_timeout():
     assert isinstance(err, builtins.TimeoutError)
 
 
-# -- secrets never end up in an error ------------------------------------------------------------------------------
+# -- secrets never end up in an error ------------------------------------------------------------------------
 
 SECRET_TOKEN = "tok-VERY-SECRET-abc123"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -153,3 +155,15 @@ async def test_a_page_that_keeps_failing_raises(make_client):
     client, _ = make_client(lambda r: httpx.Response(500, content=b"<html>oops</html>"))
     with pytest.raises(ServerError):
         [p async for p in client.creditor_payments.list()]
+
+
+async def test_where_values_are_encoded_like_the_wire(make_client):
+    client, transport = make_client(pages_handler([]))
+    since = datetime(2025, 10, 7, 10, 15, 30, tzinfo=timezone(timedelta(hours=2)))
+    where = {"_created": {"$gte": since}, "settled_amount": {"$gt": Decimal("99.50")}}
+    [p async for p in client.creditor_payments.list(where=where)]
+    raw = transport.api_requests[0].url.params["where"]
+    assert json.loads(raw, parse_float=Decimal) == {
+        "_created": {"$gte": "Tue, 07 Oct 2025 08:15:30 GMT"},
+        "settled_amount": {"$gt": Decimal("99.50")},
+    }

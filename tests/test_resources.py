@@ -1,4 +1,4 @@
-"""Resources: create/get/list of the three case actions, respite check/grant, the case read model, receipts."""
+"""Resources: create/get/list of the case actions, respite check/grant, the case read model, receipts."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def answer(status: int, payload: Any) -> Any:
     return lambda request: httpx.Response(status, json=payload)
 
 
-# -- create -----------------------------------------------------------------------------------------------------
+# -- create --------------------------------------------------------------------------------------------------
 
 
 async def test_payment_receipt(make_client):
@@ -128,7 +128,11 @@ async def test_a_201_without_an_id_is_a_decode_error(make_client):
             PaymentReceipt,
             "/creditor--payments",
         ),
-        (CreditorCrediting(case=CASE, amount=Decimal("1"), currency="SEK"), CreditingReceipt, "/creditor--creditings"),
+        (
+            CreditorCrediting(case=CASE, amount=Decimal("1"), currency="SEK"),
+            CreditingReceipt,
+            "/creditor--creditings",
+        ),
         (CreditorCancellation(creditor=CREDITOR, case=CASE), CancellationReceipt, "/creditor--cancellations"),
     ],
 )
@@ -158,7 +162,7 @@ async def test_errors_from_execute_carry_the_action_and_reference(make_client):
     assert info.value.reference == "CR-9"
 
 
-# -- get and list -------------------------------------------------------------------------------------------------
+# -- get and list --------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -176,7 +180,9 @@ async def test_get_and_list(make_client, resource, path, cls):
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == path:
-            return httpx.Response(200, json={"_items": [document], "_meta": {"page": 1, "max_results": 25, "total": 1}})
+            return httpx.Response(
+                200, json={"_items": [document], "_meta": {"page": 1, "max_results": 25, "total": 1}}
+            )
         assert request.url.path == f"{path}/{RID}"
         return httpx.Response(200, json=document)
 
@@ -202,7 +208,7 @@ async def test_get_unknown_id_is_not_found(make_client):
         await client.creditor_payments.get(RID)
 
 
-# -- respite --------------------------------------------------------------------------------------------------------
+# -- respite -------------------------------------------------------------------------------------------------
 
 
 async def test_respite_check_allowed(make_client):
@@ -218,10 +224,14 @@ async def test_respite_check_allowed_with_an_empty_body(make_client):
 @pytest.mark.parametrize(
     ("body", "issues"),
     [
-        ({"issues": ["Case is in debt collection", "Max respites reached"]},
-         ("Case is in debt collection", "Max respites reached")),
-        ({"issues": [{"code": "state", "message": "Case is in debt collection"}, {"code": "limit"}]},
-         ("Case is in debt collection", "limit")),
+        (
+            {"issues": ["Case is in debt collection", "Max respites reached"]},
+            ("Case is in debt collection", "Max respites reached"),
+        ),
+        (
+            {"issues": [{"code": "state", "message": "Case is in debt collection"}, {"code": "limit"}]},
+            ("Case is in debt collection", "limit"),
+        ),
         ({"_issues": {"days": "limit reached"}}, ("limit reached",)),
         ({"issues": "not allowed"}, ("not allowed",)),
         ({}, ()),
@@ -278,7 +288,7 @@ async def test_respite_grant_refused_with_422_issues(make_client):
     assert isinstance(info.value.__cause__, UnprocessableEntityError)
 
 
-# -- the case read model --------------------------------------------------------------------------------------------
+# -- the case read model -------------------------------------------------------------------------------------
 
 CASE_DOC = {
     "_id": CASE,
@@ -326,7 +336,11 @@ async def test_cases_get(make_client):
     assert case.local_remaining_interest_amount == Decimal("0.07")
     assert case.remaining == Decimal("230.0")
     assert case.total_remaining_capital_amount == Decimal("49.9")
-    for name in ("local_added_capital_amount", "local_remaining_capital_amount", "local_remaining_costs_amount"):
+    for name in (
+        "local_added_capital_amount",
+        "local_remaining_capital_amount",
+        "local_remaining_costs_amount",
+    ):
         assert isinstance(getattr(case, name), Decimal)
     assert case.invoice_number == "INV-2025-003"
     assert case.extra == {
@@ -353,7 +367,7 @@ async def test_cases_list(make_client):
     assert json.loads(params["where"]) == {"closed": False}
 
 
-# -- serialise -> parse round trips (property) -----------------------------------------------------------------------
+# -- serialise -> parse round trips (property) ---------------------------------------------------------------
 
 _ids = st.text("0123456789abcdef", min_size=24, max_size=24)
 _text = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=20)
@@ -366,7 +380,9 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=6,
 )
-_extra = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=8).map(lambda k: "x_" + k), _json, max_size=4)
+_extra = st.dictionaries(
+    st.text("abcdefgh", min_size=1, max_size=8).map(lambda k: "x_" + k), _json, max_size=4
+)
 
 
 def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -387,7 +403,9 @@ _RECEIPT_BASE = dict(
     case_reference_number=_optional(_text),
     extra=_extra,
 )
-_AMOUNTS = dict(settled_amount=_optional(_money), amount=_optional(_money), currency=_optional(st.just("SEK")))
+_AMOUNTS = dict(
+    settled_amount=_optional(_money), amount=_optional(_money), currency=_optional(st.just("SEK"))
+)
 RECEIPTS = st.one_of(
     st.builds(
         PaymentReceipt,

@@ -1,4 +1,4 @@
-"""Retry basics: reads retry, writes never duplicate money, reconciliation by reference, Retry-After, budget."""
+"""Retry basics: reads retry, writes never duplicate money, reconciliation, Retry-After, budget."""
 
 from __future__ import annotations
 
@@ -66,14 +66,19 @@ def created() -> httpx.Response:
 
 
 def payment(**changes: Any) -> dict[str, Any]:
-    return dict(creditor=CREDITOR, case=CASE, amount=Decimal("250.00"), currency="SEK", bank_transaction_date=WHEN) | changes
+    return (
+        dict(
+            creditor=CREDITOR, case=CASE, amount=Decimal("250.00"), currency="SEK", bank_transaction_date=WHEN
+        )
+        | changes
+    )
 
 
 def methods(transport: Any) -> list[str]:
     return [r.method for r in transport.api_requests]
 
 
-# -- reads ------------------------------------------------------------------------------------------------------
+# -- reads ---------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -141,7 +146,7 @@ async def test_a_tls_certificate_failure_is_never_retried(make_client):
     assert len(transport.api_requests) == 1
 
 
-# -- writes that provably never arrived, or were refused before processing ---------------------------------------------
+# -- writes that provably never arrived, or were refused before processing -----------------------------------
 
 
 @pytest.mark.parametrize(
@@ -161,7 +166,9 @@ async def test_a_post_is_retried_when_it_never_left(make_client, failure):
 async def test_a_post_is_retried_after_429_honouring_retry_after(make_client):
     sleeps = Sleeps()
     throttled = httpx.Response(
-        429, json={"_status": "ERR", "_error": {"code": 429, "message": "slow down"}}, headers={"Retry-After": "3"}
+        429,
+        json={"_status": "ERR", "_error": {"code": 429, "message": "slow down"}},
+        headers={"Retry-After": "3"},
     )
     client, transport = make_client(script(throttled, created()), retry=RetryPolicy.no_delay(sleep=sleeps))
     receipt = await client.creditor_payments.create(**payment())
@@ -179,9 +186,10 @@ async def test_a_post_is_retried_after_429_honouring_retry_after(make_client):
         ({"X-RateLimit-Reset": "4"}, 4.0),
     ],
 )
-async def test_other_rate_limit_headers_are_honoured(make_client, headers, expected):
+@pytest.mark.parametrize("status", [429, 503])
+async def test_other_rate_limit_headers_are_honoured(make_client, headers, expected, status):
     sleeps = Sleeps()
-    throttled = httpx.Response(429, json={"_status": "ERR"}, headers=headers)
+    throttled = httpx.Response(status, json={"_status": "ERR"}, headers=headers)
     client, _ = make_client(script(throttled, ok_case()), retry=RetryPolicy.no_delay(sleep=sleeps))
     await client.cases.get(CASE)
     (wait,) = sleeps.calls
@@ -215,7 +223,7 @@ async def test_a_long_retry_after_raises_at_once(make_client):
     assert len(transport.api_requests) == 1
 
 
-# -- ambiguous writes --------------------------------------------------------------------------------------------------
+# -- ambiguous writes ----------------------------------------------------------------------------------------
 
 AMBIGUOUS = [
     httpx.ReadTimeout("read timed out"),
@@ -290,7 +298,9 @@ async def test_an_ambiguous_payment_proven_absent_is_sent_once_more(make_client,
 
 async def test_resends_stop_at_max_attempts(make_client):
     failure = httpx.ReadTimeout("read timed out")
-    client, transport = make_client(script(failure, lookup_then([]), failure, lookup_then([]), failure, lookup_then([])))
+    client, transport = make_client(
+        script(failure, lookup_then([]), failure, lookup_then([]), failure, lookup_then([]))
+    )
     with pytest.raises(TransportError) as info:
         await client.creditor_payments.create(**payment(creditor_payment_reference="PAY-REF-001"))
     # Proven absent every time: not an unknown outcome, and never more sends than max_attempts.
@@ -343,7 +353,7 @@ async def test_a_409_on_a_write_with_reference(make_client):
     assert methods(transport) == ["POST", "GET"]
 
 
-# -- deadline and budget ---------------------------------------------------------------------------------------------
+# -- deadline and budget -------------------------------------------------------------------------------------
 
 
 async def test_the_deadline_bounds_a_call(make_client):
@@ -355,12 +365,16 @@ async def test_the_deadline_bounds_a_call(make_client):
     with anyio.fail_after(5):
         with pytest.raises(TimeoutError):
             await client.cases.get(CASE)
-        with pytest.raises(OutcomeUnknownError):
+        with pytest.raises(OutcomeUnknownError) as info:
             await client.creditor_payments.create(**payment())
+    assert isinstance(info.value.action, CreditorPayment)
+    assert "deadline" in str(info.value)
 
 
 async def test_the_retry_budget_stops_retries_when_spent(make_client):
-    policy = RetryPolicy.no_delay(budget_capacity=20, budget_timeout_cost=10, budget_retry_cost=5, budget_refund=1)
+    policy = RetryPolicy.no_delay(
+        budget_capacity=20, budget_timeout_cost=10, budget_retry_cost=5, budget_refund=1
+    )
     client, transport = make_client(script(httpx.Response(503, content=b"down")), retry=policy)
     with pytest.raises(ServerError) as info:
         await client.cases.get(CASE)  # two retries: the budget (20) is spent
@@ -375,7 +389,9 @@ async def test_the_retry_budget_stops_retries_when_spent(make_client):
 async def test_successes_refill_the_budget(make_client):
     policy = RetryPolicy.no_delay(budget_capacity=10, budget_timeout_cost=10, budget_refund=10)
     answers = [httpx.Response(503, content=b""), ok_case(), ok_case()]
-    client, transport = make_client(script(*answers, httpx.Response(503, content=b""), ok_case()), retry=policy)
+    client, transport = make_client(
+        script(*answers, httpx.Response(503, content=b""), ok_case()), retry=policy
+    )
     await client.cases.get(CASE)  # 503 then ok: the retry cost 10, its success paid it back
     await client.cases.get(CASE)
     await client.cases.get(CASE)  # 503 then ok again: the budget allowed the retry

@@ -1,4 +1,4 @@
-"""The shared token cache: single flight, proactive refresh, 401 refresh-and-replay, failures, cancellation."""
+"""The shared token cache: single flight, proactive refresh, 401 refresh-and-replay, failures, cancelling."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class FakeClock:
 
 
 class Endpoint:
-    """A token endpoint for `TokenCache`: answers from `answer(n)` (n = 1, 2, ...), optionally after a gate."""
+    """A token endpoint for `TokenCache`: answers `answer(n)` (n = 1, 2, ...), optionally after a gate."""
 
     def __init__(self, answer: Callable[[int], tuple[int, bytes]] | None = None) -> None:
         self.calls = 0
@@ -58,7 +58,7 @@ def cache(endpoint: Endpoint, **kwargs: Any) -> TokenCache:
     return TokenCache(ApiCodeAuth(api_code="code"), endpoint, **kwargs)
 
 
-# -- single flight ------------------------------------------------------------------------------------------
+# -- single flight -------------------------------------------------------------------------------------------
 
 
 async def test_500_concurrent_first_calls_make_one_token_request(make_client):
@@ -91,7 +91,7 @@ async def test_two_clients_never_share_tokens(make_client):
     assert len(transport_a.token_requests) == len(transport_b.token_requests) == 1
 
 
-# -- lifetime and proactive refresh ------------------------------------------------------------------------------------
+# -- lifetime and proactive refresh --------------------------------------------------------------------------
 
 
 async def test_proactive_refresh_before_expiry():
@@ -153,7 +153,7 @@ async def test_proactive_refresh_through_the_client(make_client):
     assert [r.headers["X-API-Key"] for r in transport.api_requests] == ["tok-1", "tok-1", "tok-2"]
 
 
-# -- 401: refresh once, replay once -----------------------------------------------------------------------------
+# -- 401: refresh once, replay once --------------------------------------------------------------------------
 
 
 def only_token(accepted: str, payload: dict[str, Any]) -> Callable[[httpx.Request], httpx.Response]:
@@ -240,7 +240,7 @@ async def test_static_token_cannot_be_invalidated():
     assert await tokens.invalidate(token.generation) is False
 
 
-# -- failed refreshes ---------------------------------------------------------------------------------------------
+# -- failed refreshes ----------------------------------------------------------------------------------------
 
 
 def failing_then_ok(failures: int) -> Callable[[int], tuple[int, bytes]]:
@@ -362,7 +362,7 @@ async def test_bad_token_answer_is_shared_too():
         await tokens.get()
 
 
-# -- cancellation ----------------------------------------------------------------------------------------------------
+# -- cancellation --------------------------------------------------------------------------------------------
 
 
 async def test_cancelling_the_caller_that_started_the_refresh_does_not_cancel_it():

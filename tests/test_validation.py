@@ -45,12 +45,13 @@ async def refused(make_client, call, field: str) -> ValidationError:
     assert transport.requests == [], "a request was sent for invalid input"
     err = info.value
     assert err.status_code is None
+    assert err.attempts == 0
     assert field in str(err)
     assert field in err.issues
     return err
 
 
-# -- ids -----------------------------------------------------------------------------------------------
+# -- ids -----------------------------------------------------------------------------------------------------
 
 BAD_IDS = [
     "68E4C40D93EE14723D28FA95",  # upper case (Eve answers 404 to it)
@@ -76,14 +77,18 @@ async def test_bad_ids_are_refused_everywhere(make_client, bad):
     await refused(make_client, lambda c: c.creditor_cancellations.get(bad), "id")
     if bad is not None:  # None means "not given" for the optional ones
         await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "case": bad}), "case")
-        await refused(make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "case": bad}), "case")
+        await refused(
+            make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "case": bad}), "case"
+        )
         await refused(
             make_client, lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=bad), "case"
         )
         await refused(
             make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "creditor": bad}), "creditor"
         )
-    await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "creditor": bad}), "creditor")
+    await refused(
+        make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "creditor": bad}), "creditor"
+    )
     await refused(make_client, lambda c: c.creditor_cancellations.create(creditor=bad, case=CASE), "creditor")
 
 
@@ -93,7 +98,7 @@ def test_bad_id_message_does_not_echo_a_long_value():
     assert len(str(info.value)) < 200
 
 
-# -- case identity --------------------------------------------------------------------------------------
+# -- case identity -------------------------------------------------------------------------------------------
 
 
 async def test_both_case_and_invoice_number_refused(make_client):
@@ -101,7 +106,9 @@ async def test_both_case_and_invoice_number_refused(make_client):
         make_client, lambda c: c.creditor_payments.create(**PAYMENT, invoice_number="INV-1"), "case"
     )
     assert "invoice_number" in str(err)
-    await refused(make_client, lambda c: c.creditor_creditings.create(**CREDITING, invoice_number="I"), "case")
+    await refused(
+        make_client, lambda c: c.creditor_creditings.create(**CREDITING, invoice_number="I"), "case"
+    )
     await refused(
         make_client,
         lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=CASE, invoice_number="I"),
@@ -126,7 +133,7 @@ async def test_crediting_by_invoice_number_needs_creditor(make_client):
     assert "invoice_number" in str(err)
 
 
-# -- amounts ------------------------------------------------------------------------------------------
+# -- amounts -------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -156,9 +163,13 @@ async def test_crediting_by_invoice_number_needs_creditor(make_client):
     ],
 )
 async def test_bad_amounts_refused(make_client, amount, why):
-    err = await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "amount": amount}), "amount")
+    err = await refused(
+        make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "amount": amount}), "amount"
+    )
     assert why in str(err)
-    await refused(make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "amount": amount}), "amount")
+    await refused(
+        make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "amount": amount}), "amount"
+    )
 
 
 def test_float_message_says_why_and_how_to_fix():
@@ -170,7 +181,9 @@ def test_float_message_says_why_and_how_to_fix():
     assert "Decimal('250.1')" in message
 
 
-@pytest.mark.parametrize("amount", [Decimal("0.01"), Decimal("1"), 1, Decimal("1.5"), Decimal("1.000"), 10**12])
+@pytest.mark.parametrize(
+    "amount", [Decimal("0.01"), Decimal("1"), 1, Decimal("1.5"), Decimal("1.000"), 10**12]
+)
 def test_good_amounts_accepted_as_decimal(amount):
     payment = CreditorPayment(**{**PAYMENT, "amount": amount})
     assert isinstance(payment.amount, Decimal)
@@ -226,7 +239,9 @@ async def test_non_datetime_dates_refused(make_client, when):
     )
 
 
-@pytest.mark.parametrize("text", ["PAY\nREF", "PAY\r\nX-Injected: 1", "A\x00B", "tab\there", "del\x7f", "", "   "])
+@pytest.mark.parametrize(
+    "text", ["PAY\nREF", "PAY\r\nX-Injected: 1", "A\x00B", "tab\there", "del\x7f", "", "   "]
+)
 async def test_control_characters_and_empty_text_refused(make_client, text):
     await refused(
         make_client,
@@ -265,14 +280,21 @@ async def test_origin_other_than_creditor_system_refused(make_client, origin):
     await refused(make_client, lambda c: c.creditor_payments.create(**PAYMENT, origin=origin), "origin")
     await refused(make_client, lambda c: c.creditor_creditings.create(**CREDITING, origin=origin), "origin")
     await refused(
-        make_client, lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=CASE, origin=origin), "origin"
+        make_client,
+        lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=CASE, origin=origin),
+        "origin",
     )
 
 
 @pytest.mark.parametrize("max_results", [0, -1, 101, 1000, True, 2.5, "25"])
 async def test_bad_page_size_refused_before_iterating(make_client, max_results):
     client, transport = make_client(never)
-    for resource in (client.creditor_payments, client.creditor_creditings, client.creditor_cancellations, client.cases):
+    for resource in (
+        client.creditor_payments,
+        client.creditor_creditings,
+        client.creditor_cancellations,
+        client.cases,
+    ):
         with pytest.raises(ValidationError) as info:
             resource.list(max_results=max_results)
         assert "max_results" in str(info.value)
@@ -292,7 +314,7 @@ def test_actions_are_frozen():
         payment.amount = Decimal("1")  # type: ignore[misc]
 
 
-# -- properties --------------------------------------------------------------------------------------------
+# -- properties ----------------------------------------------------------------------------------------------
 
 _places = st.sampled_from([0, 1, 2])
 # Any Decimal with at most two places in (0, 10^12], written in any exponent form (250.10, 1E+3, 7).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import platform
+import sys
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -161,8 +161,14 @@ async def test_respite_check_is_a_get_on_the_same_path(make_client):
     [
         (datetime(2025, 10, 7, 10, 15, 30, tzinfo=timezone(timedelta(hours=2))), WHEN_WIRE),
         (datetime(2025, 10, 7, 10, 15, 30, tzinfo=ZoneInfo("Europe/Stockholm")), WHEN_WIRE),  # CEST
-        (datetime(2025, 1, 1, 0, 30, 0, tzinfo=ZoneInfo("Europe/Stockholm")), "Tue, 31 Dec 2024 23:30:00 GMT"),
-        (datetime(2025, 10, 6, 22, 0, 0, tzinfo=timezone(timedelta(hours=-5))), "Tue, 07 Oct 2025 03:00:00 GMT"),
+        (
+            datetime(2025, 1, 1, 0, 30, 0, tzinfo=ZoneInfo("Europe/Stockholm")),
+            "Tue, 31 Dec 2024 23:30:00 GMT",
+        ),
+        (
+            datetime(2025, 10, 6, 22, 0, 0, tzinfo=timezone(timedelta(hours=-5))),
+            "Tue, 07 Oct 2025 03:00:00 GMT",
+        ),
     ],
 )
 async def test_aware_dates_go_out_as_rfc1123_gmt(make_client, when, wire):
@@ -196,9 +202,8 @@ async def test_headers_on_writes_and_reads(make_client):
     await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
     await client.cases.get(CASE)
     post, get = transport.api_requests
-    expected_ua = (
-        f"amili-async/{amili_async.__version__} python/{platform.python_version()} httpx/{httpx.__version__}"
-    )
+    python = "{}.{}.{}".format(*sys.version_info[:3])
+    expected_ua = f"amili-async/{amili_async.__version__} python/{python} httpx/{httpx.__version__}"
     for request in (post, get):
         assert request.headers["X-API-Key"] == "tok-1"
         assert request.headers["Accept"] == "application/json"
@@ -255,3 +260,99 @@ async def test_redirect_not_followed_even_with_a_user_http_client_that_follows(e
     assert info.value.status_code == 307
     assert {r.url.host for r in seen} == {"api-sandbox.amili.se"}
     await http_client.aclose()
+
+
+# -- the same promises over real HTTP, with the default (aiohttp) transport --------------------------------
+
+
+class _LocalServer:
+    """A loopback aiohttp server whose handler the test provides; records every request it gets."""
+
+    def __init__(self, handler) -> None:
+        self.handler = handler
+        self.seen: list[tuple[str, str, dict[str, str], bytes]] = []
+
+    async def __aenter__(self) -> str:
+        from aiohttp import web
+
+        async def entry(request: web.Request) -> web.StreamResponse:
+            body = await request.read()
+            self.seen.append((request.method, request.path_qs, dict(request.headers), body))
+            return await self.handler(request)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", entry)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.runner.cleanup()
+
+
+async def test_real_http_round_trip_with_the_default_transport(ec_keys):
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.path == "/authenticates/api-code":
+            return web.json_response({"token": "tok-real", "expires_in": 3600})
+        return web.json_response(CREATED, status=201)
+
+    server = _LocalServer(handler)
+    async with (
+        server as base_url,
+        AsyncAmiliClient(
+            auth=amili_async.ApiCodeJwtAuth(api_code="x", private_key=ec_keys.private_pem),
+            base_url=base_url,
+            trust_env=False,
+            retry=RetryPolicy.no_delay(),
+        ) as client,
+    ):
+        receipt = await client.creditor_payments.create(
+            creditor=CREDITOR,
+            case=CASE,
+            amount=Decimal("250.10"),
+            currency="SEK",
+            bank_transaction_date=WHEN,
+        )
+    assert receipt.id == CREATED["_id"]
+    (_, _, token_headers, _), (method, path, headers, body) = server.seen
+    assert (method, path) == ("POST", "/creditor--payments")
+    assert headers["X-API-Key"] == "tok-real"
+    assert headers["Accept"] == "application/json"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["User-Agent"].startswith(f"amili-async/{amili_async.__version__} python/")
+    assert b'"amount":250.10' in body
+    assert token_headers["User-Agent"] == headers["User-Agent"]
+
+
+async def test_real_http_redirect_to_another_host_is_not_followed(ec_keys):
+    from aiohttp import web
+
+    async def other(request: web.Request) -> web.Response:
+        return web.json_response({"_id": CASE})
+
+    elsewhere = _LocalServer(other)
+    async with elsewhere as other_url:
+
+        async def handler(request: web.Request) -> web.Response:
+            if request.path == "/authenticates/api-code":
+                return web.json_response({"token": "tok-real", "expires_in": 3600})
+            raise web.HTTPFound(f"{other_url}/steal")
+
+        async with (
+            _LocalServer(handler) as base_url,
+            AsyncAmiliClient(
+                auth=amili_async.ApiCodeJwtAuth(api_code="x", private_key=ec_keys.private_pem),
+                base_url=base_url,
+                trust_env=False,
+                retry=RetryPolicy.no_delay(),
+            ) as client,
+        ):
+            with pytest.raises(APIStatusError) as info:
+                await client.cases.get(CASE)
+    assert info.value.status_code == 302
+    assert elsewhere.seen == [], "the other host received a request (and with it, X-API-Key)"
