@@ -11,6 +11,7 @@ import anyio
 import httpx
 import pytest
 
+import amili_async.errors as amili_errors
 from amili_async import (
     ApiCodeAuth,
     AuthenticationError,
@@ -350,9 +351,11 @@ async def test_token_endpoint_timeout_is_bounded():
     endpoint = Endpoint()
     endpoint.gate = anyio.Event()  # never set: the endpoint never answers
     tokens = cache(endpoint, timeout=0.05)
-    with anyio.fail_after(2), pytest.raises(AuthenticationError) as info:
+    # A silent endpoint is a timeout (nothing was refused), not an authentication failure.
+    with anyio.fail_after(2), pytest.raises(amili_errors.TimeoutError) as info:
         await tokens.get()
     assert "did not answer" in str(info.value)
+    assert info.value.status_code is None
 
 
 async def test_bad_token_answer_is_shared_too():
