@@ -54,6 +54,7 @@ def __getattr__(name: str) -> Any:
         return AmiliClient
     raise AttributeError(f"module 'amili_async' has no attribute {name!r}")
 
+
 __all__ = [
     "APIStatusError",
     "AmiliClient",

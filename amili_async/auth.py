@@ -34,9 +34,8 @@ from typing import Any, Protocol
 
 import attrs
 
-from . import serde
-from . import errors
-from .errors import AmiliError, AuthenticationError, ConfigurationError, ResponseDecodeError, error_for_status
+from . import errors, serde
+from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
 
 __all__ = [
     "ApiCodeAuth",
@@ -190,7 +189,7 @@ _EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
 
 
 def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
-    status, headers, raw = answer
+    status, _headers, raw = answer
     if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
         err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
@@ -209,7 +208,9 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
         token = raw.decode("ascii", "replace").strip()
     if not isinstance(token, str) or not token:
         raise ResponseDecodeError(
-            "the token endpoint answered without a token (body not shown)", status_code=status, path=TOKEN_PATH
+            "the token endpoint answered without a token (body not shown)",
+            status_code=status,
+            path=TOKEN_PATH,
         )
     check_token_text(token, ResponseDecodeError)
     if lifetime is None:

@@ -3,7 +3,9 @@
 A fixed pool of `concurrency` workers pulls actions from the (sync or async) iterable one at a time, so at
 most `concurrency` actions are in memory or in flight, whatever the length of the input. Every action pulled
 produces exactly one `Outcome` (its receipt, or the error it raised), yielded in completion order and
-numbered by its position in the input. Errors never stop the run; only cancellation does.
+numbered by its position in the input. Errors of actions never stop the run; only cancellation does. If the
+input iterable itself raises, no new action is started, the ones in flight finish and yield their outcomes,
+and then that exception is raised as is.
 """
 
 from __future__ import annotations
@@ -46,15 +48,21 @@ async def run_many(
         raise fail("concurrency", f"must be a positive int, got {concurrency!r}")
     source = _numbered(actions)
     pull_lock = anyio.Lock()
+    input_failed: list[Exception] = []
     send, receive = anyio.create_memory_object_stream[Outcome[A]](concurrency)
 
     async def worker(out: ObjectSendStream[Outcome[A]]) -> None:
         async with out:
             while True:
                 async with pull_lock:
+                    if input_failed:
+                        return
                     try:
                         index, action = await anext(source)
                     except StopAsyncIteration:
+                        return
+                    except Exception as exc:  # the caller's iterable broke: finish what is in flight, then raise
+                        input_failed.append(exc)
                         return
                 try:
                     receipt = await execute(action)
@@ -77,6 +85,8 @@ async def run_many(
                 tg.cancel_scope.cancel()
     finally:
         await source.aclose()
+    if input_failed:
+        raise input_failed[0]
 
 
 async def _numbered(actions: Iterable[A] | AsyncIterable[A]) -> AsyncGenerator[tuple[int, A], None]:

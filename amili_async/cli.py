@@ -247,22 +247,17 @@ class Seeded:
             return value
         index_text = value[1:] or "0"
         if not index_text.isdigit() or int(index_text) >= len(self.cases):
-            raise _validate.fail(
-                field, f"{value!r} is not a seeded case (the fake has @0 to @{len(self.cases) - 1})"
-            )
+            raise _validate.fail(field, f"{value!r} is not a seeded case (the fake has @0 to @{len(self.cases) - 1})")
         return self.cases[int(index_text)]
 
 
-def seed_fake(
-    cases: int, *, seed: int = 0, capital: Decimal = Decimal("10000.00"), state: str = "invoice"
-) -> Seeded:
+def seed_fake(cases: int, *, seed: int = 0, capital: Decimal = Decimal("10000.00"), state: str = "invoice") -> Seeded:
     from .testing import FakeAmili
 
     fake = FakeAmili(seed=seed, record_requests=False)
     creditor = fake.add_creditor(name="Example Creditor AB")
     ids = tuple(
-        fake.add_case(creditor.id, capital=capital, state=state, invoice_number=f"INV-{i}")
-        for i in range(cases)
+        fake.add_case(creditor.id, capital=capital, state=state, invoice_number=f"INV-{i}") for i in range(cases)
     )
     return Seeded(fake, creditor, ids)
 
@@ -831,9 +826,7 @@ _KIND_FIELDS: dict[str, frozenset[str]] = {
             "creditor_payment_reference",
         }
     ),
-    "crediting": frozenset(
-        {"creditor", "case", "invoice_number", "amount", "currency", "creditor_reference"}
-    ),
+    "crediting": frozenset({"creditor", "case", "invoice_number", "amount", "currency", "creditor_reference"}),
     "cancellation": frozenset({"creditor", "case", "invoice_number"}),
     "respite": frozenset({"case", "days"}),
 }
@@ -943,8 +936,7 @@ def _csv_records(fh: IO[bytes]) -> Iterator[tuple[int, _Item]]:
     unknown = [n for n in names if n not in BULK_FIELDS]
     if unknown:
         raise UsageError(
-            f"unknown column(s) in the CSV header: {', '.join(map(repr, unknown))} "
-            f"(known: {', '.join(BULK_FIELDS)})"
+            f"unknown column(s) in the CSV header: {', '.join(map(repr, unknown))} (known: {', '.join(BULK_FIELDS)})"
         )
     if len(set(names)) != len(names) or "kind" not in names:
         raise UsageError("the CSV header must name each column once, and include 'kind'")
@@ -1080,9 +1072,7 @@ def _amount(value: Any) -> Decimal:
     if isinstance(value, str):
         return parse_amount(value)
     if isinstance(value, bool) or not isinstance(value, (int, Decimal)):
-        raise _validate.fail(
-            "amount", f"must be a number or a string like '250.00', got {type(value).__name__}"
-        )
+        raise _validate.fail("amount", f"must be a number or a string like '250.00', got {type(value).__name__}")
     return _validate.amount("amount", value)
 
 
@@ -1150,9 +1140,7 @@ def _bulk_format(args: argparse.Namespace) -> str:
         return "csv"
     if suffix in (".jsonl", ".ndjson"):
         return "jsonl"
-    raise UsageError(
-        f"cannot tell the format of {args.file!r} from its name: pass --format csv or --format jsonl"
-    )
+    raise UsageError(f"cannot tell the format of {args.file!r} from its name: pass --format csv or --format jsonl")
 
 
 def _bulk(args: argparse.Namespace) -> int:
@@ -1287,11 +1275,7 @@ async def _reconcile_resumed(
 
     async def worker() -> None:
         for line, action in source:
-            resource = (
-                client.creditor_payments
-                if isinstance(action, CreditorPayment)
-                else client.creditor_creditings
-            )
+            resource = client.creditor_payments if isinstance(action, CreditorPayment) else client.creditor_creditings
             where = action.lookup_filter()
             assert where is not None
             try:
@@ -1393,9 +1377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pay = commands.add_parser("pay", help="register a payment the debtor made to you directly")
     _case_options(pay)
-    pay.add_argument(
-        "--amount", type=_arg(parse_amount), required=True, help="e.g. 250.00 (a dot, two decimals)"
-    )
+    pay.add_argument("--amount", type=_arg(parse_amount), required=True, help="e.g. 250.00 (a dot, two decimals)")
     pay.add_argument("--currency", default="SEK", help="ISO 4217 (default: SEK)")
     pay.add_argument(
         "--date",
@@ -1443,19 +1425,13 @@ def build_parser() -> argparse.ArgumentParser:
         description=_BULK_HELP,
     )
     bulk.add_argument("file", metavar="FILE", help="a .csv (with a header row) or .jsonl file; - for stdin")
-    bulk.add_argument(
-        "--out", required=True, help="results, one JSON line per input line (appended; resumable)"
-    )
+    bulk.add_argument("--out", required=True, help="results, one JSON line per input line (appended; resumable)")
     bulk.add_argument("--concurrency", type=_positive_int, default=32, help="actions at once (default: 32)")
     bulk.add_argument("--format", choices=("csv", "jsonl"), help="the input format (default: from the name)")
     bulk.add_argument("--quiet", action="store_true", help="no progress bar")
     bulk.add_argument("--base-url", default=None, help="Amili's base URL (default: $AMILI_BASE_URL)")
-    bulk.add_argument(
-        "--fake", action="store_true", help="run against an in-memory Amili (see 'Trying it out' above)"
-    )
-    bulk.add_argument(
-        "--fake-cases", type=_positive_int, default=100, help="cases to seed with --fake (default: 100)"
-    )
+    bulk.add_argument("--fake", action="store_true", help="run against an in-memory Amili (see 'Trying it out' above)")
+    bulk.add_argument("--fake-cases", type=_positive_int, default=100, help="cases to seed with --fake (default: 100)")
     return parser
 
 

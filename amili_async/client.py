@@ -12,9 +12,9 @@ import logging
 import os
 import sys
 import time
-from urllib.parse import urlencode
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar, overload
+from urllib.parse import urlencode
 
 import attrs
 import httpx
@@ -66,6 +66,7 @@ DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=10.0)
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=100, keepalive_expiry=15.0)
 _LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
 T = TypeVar("T")
+ActionT = TypeVar("ActionT", CreditorPayment, CreditorCrediting, CreditorCancellation, RespiteGrant, Action)
 
 
 def _python_version() -> str:
@@ -125,22 +126,24 @@ def _configure_logging_from_env() -> None:
         logger.addHandler(handler)
 
 
-def _loop_key() -> tuple[str, int]:
+def _loop_key() -> tuple[str, object]:
+    # The loop object itself, not its id(): a runtime holding the key keeps its loop alive, so a later loop
+    # can never be mistaken for it (ids of freed loops are reused, and the check then passed by chance).
     loop = asyncio._get_running_loop()  # the cheap check, on every call; None under trio
     if loop is not None:
-        return "asyncio", id(loop)
+        return "asyncio", loop
     library = sniffio.current_async_library()
     if library == "trio":
         import trio
 
-        return library, id(trio.lowlevel.current_trio_token())
+        return library, trio.lowlevel.current_trio_token()
     return library, 0
 
 
 class _Runtime:
     """Everything bound to one event loop and one process: the transport, the token cache, the budget."""
 
-    def __init__(self, client: AsyncAmiliClient, loop: tuple[str, int]) -> None:
+    def __init__(self, client: AsyncAmiliClient, loop: tuple[str, object]) -> None:
         self.loop = loop
         self.pid = os.getpid()
         self.own_transport = client._transport is None and client._http_client is None
@@ -212,8 +215,10 @@ class AsyncAmiliClient:
         _configure_logging_from_env()
         self._auth: Auth = auth if auth is not None else _auth_from_env()
         self._base_url = _check_base_url(base_url or os.environ.get("AMILI_BASE_URL") or SANDBOX_URL)
-        self._timeout = timeout if isinstance(timeout, httpx.Timeout) else (
-            DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout)
+        self._timeout = (
+            timeout
+            if isinstance(timeout, httpx.Timeout)
+            else (DEFAULT_TIMEOUT if timeout is None else httpx.Timeout(timeout))
         )
         self._timeout_ext = self._timeout.as_dict()
         self._limits = limits
@@ -336,7 +341,11 @@ class AsyncAmiliClient:
         started = time.monotonic()
         describe = f"{call.method} {call.path}"
 
+        tried = 0  # attempts started, for the deadline error
+
         async def attempt(number: int) -> ApiResponse:
+            nonlocal tried
+            tried = number
             return await self._attempt(runtime, call, number)
 
         if policy.deadline is None:
@@ -357,8 +366,8 @@ class AsyncAmiliClient:
                 return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
         message = f"no answer within the {policy.deadline:g} s deadline"
         if call.write:
-            raise OutcomeUnknownError(message, method=call.method, path=call.path)
-        raise TimeoutError(message, method=call.method, path=call.path)
+            raise OutcomeUnknownError(message, method=call.method, path=call.path, attempts=tried)
+        raise TimeoutError(message, method=call.method, path=call.path, attempts=tried)
 
     async def _attempt(self, runtime: _Runtime, call: _Call, number: int) -> ApiResponse:
         try:
@@ -413,7 +422,11 @@ class AsyncAmiliClient:
     def _classify(self, call: _Call, response: ApiResponse, number: int, token: Token) -> ApiResponse:
         status = response.status
         if status in call.ok or 200 <= status < 300:
-            if not call.needs_body or (not call.write and not response.raw.strip()):
+            if not call.needs_body or (
+                # An empty read is an answer only where the status says it all (204; the respite check's
+                # 200, the one read that also accepts 206). Anywhere else it is a cut answer: retried below.
+                not call.write and not response.raw.strip() and (status == 204 or 206 in call.ok)
+            ):
                 return response
             try:
                 response.payload = serde.loads(response.raw)
@@ -432,7 +445,12 @@ class AsyncAmiliClient:
         payload = response.json_or_none()
         retry_after = retry_after_seconds(response.headers) if status in (429, 503) else None
         error = error_for_status(
-            status, payload, response.raw, method=call.method, path=call.path, retry_after=retry_after,
+            status,
+            payload,
+            response.raw,
+            method=call.method,
+            path=call.path,
+            retry_after=retry_after,
             attempts=number,
         )
         if status == 429:
@@ -450,8 +468,7 @@ class AsyncAmiliClient:
         where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=number)
         if call.reconcile is None:
             raise OutcomeUnknownError(
-                f"{ambiguous}; the write may or may not have been applied, and it carries no reference "
-                "to check it by",
+                f"{ambiguous}; the write may or may not have been applied, and it carries no reference to check it by",
                 **where,
             ) from ambiguous.error
         try:
@@ -486,9 +503,7 @@ class AsyncAmiliClient:
             )
         except httpx.TransportError as exc:
             kind = TimeoutError if isinstance(exc, httpx.TimeoutException) else TransportError
-            raise kind(
-                f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path
-            ) from None
+            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
         return status, response_headers, raw
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -532,8 +547,13 @@ class AsyncAmiliClient:
         except APIStatusError as exc:
             if exc.status_code in (400, 409, 422) and exc.issues:
                 raise RespiteNotAllowedError(
-                    exc.message, status_code=exc.status_code, issues=exc.issues, method=exc.method,
-                    path=exc.path, body=exc.body, attempts=exc.attempts,
+                    exc.message,
+                    status_code=exc.status_code,
+                    issues=exc.issues,
+                    method=exc.method,
+                    path=exc.path,
+                    body=exc.body,
+                    attempts=exc.attempts,
                 ) from exc
             raise
         if response.status == 206:
@@ -557,8 +577,8 @@ class AsyncAmiliClient:
         return items[0] if items else None
 
     def execute_many(
-        self, actions: Iterable[Action] | AsyncIterable[Action], *, concurrency: int = 16
-    ) -> AsyncIterator[Outcome[Action]]:
+        self, actions: Iterable[ActionT] | AsyncIterable[ActionT], *, concurrency: int = 16
+    ) -> AsyncIterator[Outcome[ActionT]]:
         """Run many actions, at most `concurrency` at once; one `Outcome` per action, in completion order.
 
         Memory stays proportional to `concurrency`: actions are pulled from the iterable only as workers

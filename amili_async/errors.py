@@ -188,7 +188,7 @@ class TransportError(AmiliError):
     """The request failed below HTTP. For a write this class means it provably never reached Amili."""
 
 
-class TimeoutError(TransportError, builtins.TimeoutError):  # noqa: A001 - httpx names it the same way
+class TimeoutError(TransportError, builtins.TimeoutError):
     """A connect or pool timeout (for a write: never sent); for a read: any timeout once retries ran out."""
 
 

@@ -34,7 +34,14 @@ import httpx
 
 from . import serde
 
-__all__ = ["Failure", "FailureKind", "RetryBudget", "RetryPolicy", "classify_exception", "retry_after_seconds"]
+__all__ = [
+    "Failure",
+    "FailureKind",
+    "RetryBudget",
+    "RetryPolicy",
+    "classify_exception",
+    "retry_after_seconds",
+]
 
 logger = logging.getLogger("amili_async")
 T = TypeVar("T")
@@ -213,7 +220,12 @@ class RetryPolicy:
         return await self._retry(attempt, first, budget=budget, describe=describe, started=started)
 
     async def _retry(
-        self, attempt: Callable[[int], Awaitable[T]], first: Failure, *, budget: RetryBudget, describe: str,
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        first: Failure,
+        *,
+        budget: RetryBudget,
+        describe: str,
         started: float,
     ) -> T:
         from tenacity import AsyncRetrying, RetryCallState, retry_if_exception

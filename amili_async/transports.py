@@ -122,7 +122,7 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
     return _Transport
 
 
-def AmiliAiohttpTransport(**kwargs: Any) -> httpx.AsyncBaseTransport:  # noqa: N802 - a class factory
+def AmiliAiohttpTransport(**kwargs: Any) -> httpx.AsyncBaseTransport:
     """httpx-aiohttp's transport with a "sent or not sent" error map and eager, size-capped body reads."""
     return _transport_class()(**kwargs)
 

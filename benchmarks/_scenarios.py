@@ -292,9 +292,7 @@ OPENERS: dict[str, Callable[[Target, int], AbstractAsyncContextManager[Send]]] =
 }
 
 
-async def measure(
-    name: str, target: Target, concurrency: int, n: int, warmup: int, trio_mode: bool
-) -> dict[str, Any]:
+async def measure(name: str, target: Target, concurrency: int, n: int, warmup: int, trio_mode: bool) -> dict[str, Any]:
     drive = drive_trio if trio_mode else drive_asyncio
     warm = Tally()
     tally = Tally()
@@ -320,9 +318,7 @@ async def measure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", required=True, choices=SCENARIOS)
     parser.add_argument("--target", required=True, help="path of the target JSON written by run.py")
     parser.add_argument("--concurrency", type=int, required=True)

@@ -138,9 +138,7 @@ def _spawn(name: str, argv: list[str], is_ready_line: Callable[[bytes], bool]) -
 
 
 def start_fixed(timeout: float = 30.0) -> ServerProcess:
-    server = _spawn(
-        "fixed", [sys.executable, str(BENCH_DIR / "fixed_server.py"), "--port", "0"], _is_port_line
-    )
+    server = _spawn("fixed", [sys.executable, str(BENCH_DIR / "fixed_server.py"), "--port", "0"], _is_port_line)
     try:
         port = int(server.wait_ready(timeout))
     except BaseException:

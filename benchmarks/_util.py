@@ -216,9 +216,7 @@ def fetch_access_token(base_url: str, api_code: str, private_key_pem: str, algor
     ``X-API-Key``) and return the access token, for the raw-client scenarios against the fake server."""
     import jwt  # PyJWT, a dependency of the SDK; imported lazily because only this path needs it
 
-    signed = jwt.encode(
-        {"api_code": api_code, "exp": int(time.time()) + 600}, private_key_pem, algorithm=algorithm
-    )
+    signed = jwt.encode({"api_code": api_code, "exp": int(time.time()) + 600}, private_key_pem, algorithm=algorithm)
     request = urllib.request.Request(
         base_url.rstrip("/") + "/authenticates/api-code", headers={"X-API-Key": signed}, method="GET"
     )

@@ -67,9 +67,7 @@ def measure(modules: list[str], repeat: int) -> dict[str, list[int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5, help="fresh interpreters per module (default 5)")
     parser.add_argument("--modules", type=parse_name_list, default=list(DEFAULT_MODULES), help="comma list")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
@@ -97,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in available:
         ratio = f"{medians[m] / base:.2f}" if base else "—"
         print(
-            f"| {m} | {medians[m] / 1000:.1f} | {min(samples[m]) / 1000:.1f} | {max(samples[m]) / 1000:.1f} "
-            f"| {ratio} |"
+            f"| {m} | {medians[m] / 1000:.1f} | {min(samples[m]) / 1000:.1f} | {max(samples[m]) / 1000:.1f} | {ratio} |"
         )
     report: dict[str, Any] = {
         "machine": machine_info(),

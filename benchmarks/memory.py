@@ -129,9 +129,7 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", type=parse_int_list, default=list(DEFAULT_COUNTS), help="comma list of M")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default {DEFAULT_JSON}")
@@ -183,9 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         missing = sorted(set(FAKE_FLAGS) - set(result.get("fake_flags") or FAKE_FLAGS))
         if missing and not warned:
             warned = True
-            print(
-                f"note: FakeAmili does not take {', '.join(missing)} yet: its own storage is in the numbers"
-            )
+            print(f"note: FakeAmili does not take {', '.join(missing)} yet: its own storage is in the numbers")
 
     print(f"\nexecute_many over a generator, concurrency {args.concurrency}, in-memory Amili in process\n")
     print("| M | peak RSS MB | RSS before run MB | actions/s | errors |")

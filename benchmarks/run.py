@@ -206,21 +206,13 @@ def summarise(runs: list[dict[str, Any]], reference: str = REFERENCE_SCENARIO) -
         if key not in keys:
             keys.append(key)
     reference_by_round = {
-        (r["server"], r["concurrency"], r["round"]): r["req_per_s"]
-        for r in good
-        if r["scenario"] == reference
+        (r["server"], r["concurrency"], r["round"]): r["req_per_s"] for r in good if r["scenario"] == reference
     }
     rows: list[dict[str, Any]] = []
     for server, scenario, concurrency in keys:
-        mine = [
-            r
-            for r in good
-            if (r["server"], r["scenario"], r["concurrency"]) == (server, scenario, concurrency)
-        ]
+        mine = [r for r in good if (r["server"], r["scenario"], r["concurrency"]) == (server, scenario, concurrency)]
         attempted = sum(
-            1
-            for r in runs
-            if (r["server"], r["scenario"], r["concurrency"]) == (server, scenario, concurrency)
+            1 for r in runs if (r["server"], r["scenario"], r["concurrency"]) == (server, scenario, concurrency)
         )
         row: dict[str, Any] = {
             "server": server,
@@ -241,9 +233,7 @@ def summarise(runs: list[dict[str, Any]], reference: str = REFERENCE_SCENARIO) -
             if (server, concurrency, r["round"]) in reference_by_round
         ]
         row["ratio_to_aiohttp"] = median(paired)
-        ref_median = median(
-            v for (s, c, _), v in reference_by_round.items() if (s, c) == (server, concurrency)
-        )
+        ref_median = median(v for (s, c, _), v in reference_by_round.items() if (s, c) == (server, concurrency))
         row["ratio_of_medians_to_aiohttp"] = (
             row["req_per_s"] / ref_median if row["req_per_s"] is not None and ref_median else None
         )
@@ -255,9 +245,7 @@ def _fmt(value: float | None, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
-def render_table(
-    rows: list[dict[str, Any]], servers: dict[str, dict[str, Any]], settings: dict[str, Any]
-) -> str:
+def render_table(rows: list[dict[str, Any]], servers: dict[str, dict[str, Any]], settings: dict[str, Any]) -> str:
     lines: list[str] = []
     for server in dict.fromkeys(row["server"] for row in rows):
         described = servers.get(server, {}).get("base_url", "")
@@ -267,8 +255,7 @@ def render_table(
         )
         lines.append("")
         lines.append(
-            "| scenario | c | req/s | client CPU µs/req | peak RSS MB | server CPU µs/req "
-            "| vs aiohttp | rounds ok |"
+            "| scenario | c | req/s | client CPU µs/req | peak RSS MB | server CPU µs/req | vs aiohttp | rounds ok |"
         )
         lines.append("|---|--:|--:|--:|--:|--:|--:|--:|")
         mine = sorted(
@@ -297,9 +284,7 @@ def _servers(
             if name == "amili":
                 ok, why = amili_module_available()
                 if not ok:
-                    notes.append(
-                        f"server `amili` skipped, `python -m amili_async.testing` is not there yet: {why}"
-                    )
+                    notes.append(f"server `amili` skipped, `python -m amili_async.testing` is not there yet: {why}")
                     out(f"note: {notes[-1]}")
                     continue
             try:
@@ -432,10 +417,7 @@ def run(
                 runs.append(result)
                 where = f"[{done}/{len(plan)}] round {r + 1} {name} c={c} {scenario}"
                 if _succeeded(result):
-                    progress(
-                        f"{where}: {result['req_per_s']:,.0f} req/s, "
-                        f"{result['cpu_us_per_req']:,.0f} µs CPU/req"
-                    )
+                    progress(f"{where}: {result['req_per_s']:,.0f} req/s, {result['cpu_us_per_req']:,.0f} µs CPU/req")
                 else:
                     first = result.get("first_error") or result.get("warmup_first_error")
                     failures.append(f"{where}: {result.get('errors')} errors, first: {first}")
@@ -463,12 +445,8 @@ def _sigterm_as_interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument(
-        "--n", type=int, default=None, help="requests per timed run (default 5000; quick 200)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=None, help="requests per timed run (default 5000; quick 200)")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds (default 5; quick 1)")
     parser.add_argument(
         "--concurrency", type=parse_int_list, default=None, help="comma list (default 1,64,256; quick 4)"

@@ -50,9 +50,9 @@ def read_payments(path: Path, creditor: str, rejected: Rejected) -> Iterator[Cre
                     invoice_number=row["invoice_number"].strip(),
                     amount=Decimal(row["amount"].strip()),
                     currency=row.get("currency", "").strip() or "SEK",
-                    bank_transaction_date=datetime.strptime(
-                        row["bank_transaction_date"].strip(), "%Y-%m-%d"
-                    ).replace(tzinfo=timezone.utc),
+                    bank_transaction_date=datetime.strptime(row["bank_transaction_date"].strip(), "%Y-%m-%d").replace(
+                        tzinfo=timezone.utc
+                    ),
                     creditor_payment_reference=row["reference"].strip(),
                 )
             except (AmiliError, InvalidOperation, KeyError, ValueError, AttributeError) as exc:
@@ -97,15 +97,11 @@ async def run(amili: AsyncAmiliClient, path: Path, creditor: str, concurrency: i
 
 def invoice_numbers(path: Path) -> list[str]:
     with path.open(newline="", encoding="utf-8") as fh:
-        return sorted(
-            {row["invoice_number"].strip() for row in csv.DictReader(fh) if row.get("invoice_number")}
-        )
+        return sorted({row["invoice_number"].strip() for row in csv.DictReader(fh) if row.get("invoice_number")})
 
 
 async def main(argv: list[str] | None = None) -> dict[str, object]:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", nargs="?", type=Path, default=HERE / "payments.csv", help="the payments file")
     parser.add_argument("--concurrency", type=int, default=16, help="payments in flight at once (default 16)")
     parser.add_argument("--live", action="store_true", help="use the real Amili (AMILI_* variables)")

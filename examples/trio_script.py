@@ -38,9 +38,7 @@ async def register_payment(amili: AsyncAmiliClient, creditor: str, case: str, re
 
 
 async def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--live", action="store_true", help="use the real Amili (AMILI_* variables)")
     parser.add_argument("--creditor", help="creditor id (with --live)")
     parser.add_argument("--case", help="case id (with --live)")

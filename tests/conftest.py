@@ -152,9 +152,7 @@ def make_client(ec_keys: KeyPair) -> ClientFactory:
     ) -> tuple[AsyncAmiliClient, ScriptedTransport]:
         transport = transport or ScriptedTransport(handler, token_handler=token_handler)
         auth = auth or ApiCodeJwtAuth(api_code=API_CODE, private_key=ec_keys.private_pem)
-        client = AsyncAmiliClient(
-            auth=auth, transport=transport, retry=retry or RetryPolicy.no_delay(), **kwargs
-        )
+        client = AsyncAmiliClient(auth=auth, transport=transport, retry=retry or RetryPolicy.no_delay(), **kwargs)
         return client, transport
 
     return factory

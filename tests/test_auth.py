@@ -274,9 +274,7 @@ async def test_token_endpoint_refusal_is_an_authentication_error(make_client):
 
 
 async def test_token_endpoint_server_error(make_client):
-    client, transport = make_client(
-        case_ok, token_handler=lambda r: httpx.Response(503, content=b"<html>down</html>")
-    )
+    client, transport = make_client(case_ok, token_handler=lambda r: httpx.Response(503, content=b"<html>down</html>"))
     with pytest.raises(ServerError):
         await client.cases.get(CASE)
     assert transport.api_requests == []

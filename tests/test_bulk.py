@@ -49,9 +49,7 @@ def make_handler(delay: float = 0.0, bad: frozenset[int] = frozenset()):
                     "_error": {"code": 422, "message": "Insertion failure"},
                 },
             )
-        return httpx.Response(
-            201, json={"_id": f"{n:024x}", "_status": "OK", "_crediting_status": "completed"}
-        )
+        return httpx.Response(201, json={"_id": f"{n:024x}", "_status": "OK", "_crediting_status": "completed"})
 
     return handler
 
@@ -115,9 +113,7 @@ async def test_async_generator(make_client):
 @pytest.mark.parametrize("concurrency", [1, 3, 8])
 async def test_concurrency_bound(make_client, concurrency):
     client, transport = make_client(make_handler(delay=0.005))
-    outcomes = [
-        o async for o in client.execute_many((crediting(n) for n in range(40)), concurrency=concurrency)
-    ]
+    outcomes = [o async for o in client.execute_many((crediting(n) for n in range(40)), concurrency=concurrency)]
     check_outcomes(outcomes, 40)
     assert transport.max_in_flight == concurrency  # reached, never exceeded
 
@@ -180,3 +176,20 @@ async def test_stopping_early_with_aclosing(make_client):
     assert sent < 10 + 4 * 3, "the run stopped shortly after the consumer did"
     await anyio.sleep(0.01)
     assert len(transport.api_requests) == sent, "no worker keeps sending after aclose()"
+
+
+async def test_a_failing_input_iterable_finishes_in_flight_actions_then_raises(make_client):
+    client, _transport = make_client(make_handler(delay=0.01))
+
+    def broken() -> Iterator[CreditorCrediting]:
+        for n in range(10):
+            yield crediting(n)
+        raise OSError("the input file went away")
+
+    outcomes: list[Outcome] = []
+    async with client:
+        with pytest.raises(OSError, match="went away"):
+            async for outcome in client.execute_many(broken(), concurrency=4):
+                outcomes.append(outcome)
+    # Every action that was pulled before the failure got its outcome; none was lost or doubled.
+    check_outcomes(outcomes, 10)

@@ -100,9 +100,7 @@ def test_missing_credentials_exit_2_without_secrets() -> None:
     done = amili(*args, "--amount", "250.00", env=env)
     assert_clean_error(done, 2, "AMILI_API_CODE")
     assert "TOPSECRET" not in done.stderr + done.stdout
-    broken = amili(
-        *args, "--amount", "250.00", env=_env(AMILI_API_CODE="code", AMILI_PRIVATE_KEY=SECRET_KEY_TEXT)
-    )
+    broken = amili(*args, "--amount", "250.00", env=_env(AMILI_API_CODE="code", AMILI_PRIVATE_KEY=SECRET_KEY_TEXT))
     assert_clean_error(broken, 2)
     assert "TOPSECRET" not in broken.stderr + broken.stdout
 
@@ -147,9 +145,7 @@ def test_placeholders_need_fake_and_help_works() -> None:
 
 # -- bulk --------------------------------------------------------------------------------------------
 
-CSV_HEADER = (
-    "kind,creditor,case,invoice_number,amount,currency,bank_transaction_date,creditor_payment_reference,"
-)
+CSV_HEADER = "kind,creditor,case,invoice_number,amount,currency,bank_transaction_date,creditor_payment_reference,"
 CSV_HEADER += "creditor_reference,days\n"
 
 
@@ -213,18 +209,14 @@ def test_bulk_jsonl_with_a_malformed_line(tmp_path: Path) -> None:
 
 def test_bulk_all_good_exits_0_and_bad_header_exits_2(tmp_path: Path) -> None:
     good = tmp_path / "good.csv"
-    good.write_text(
-        CSV_HEADER + "payment,@,@0,,1.00,,2025-10-07,G-1,,\npayment,@,@1,,2.00,,2025-10-07,G-2,,\n"
-    )
+    good.write_text(CSV_HEADER + "payment,@,@0,,1.00,,2025-10-07,G-1,,\npayment,@,@1,,2.00,,2025-10-07,G-2,,\n")
     done = amili("bulk", good, "--fake", "--out", tmp_path / "good.out")
     assert done.returncode == 0, done.stderr
     assert len(results(tmp_path / "good.out")) == 2
     header = tmp_path / "header.csv"
     header.write_text("kind,amout\npayment,1\n")
     assert_clean_error(amili("bulk", header, "--fake", "--out", tmp_path / "h.out"), 2, "amout")
-    assert_clean_error(
-        amili("bulk", tmp_path / "missing.csv", "--out", tmp_path / "m.out"), 2, "no such file"
-    )
+    assert_clean_error(amili("bulk", tmp_path / "missing.csv", "--out", tmp_path / "m.out"), 2, "no such file")
 
 
 def _payments_jsonl(path: Path, n: int, *, creditor: str = "@", cases: list[str] | None = None) -> None:
@@ -334,9 +326,7 @@ def test_real_http_single_actions_and_no_secrets(served: dict[str, Any]) -> None
     assert json.loads(pay.stdout)["receipt"]["settled_amount"] == "100.00"
     got = amili("case", "get", case, "--json", env=env)
     assert json.loads(got.stdout)["case"]["local_remaining_transaction_amount"] == "9900.00"
-    unknown = amili(
-        "pay", "--creditor", served["creditor"], "--invoice-number", "NOPE", "--amount", "1", env=env
-    )
+    unknown = amili("pay", "--creditor", served["creditor"], "--invoice-number", "NOPE", "--amount", "1", env=env)
     assert_clean_error(unknown, 1, "422", "invoice_number")
     for done in (pay, got, unknown):
         text = done.stdout + done.stderr

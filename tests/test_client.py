@@ -160,9 +160,7 @@ def test_unsafe_base_url_from_env_refused(make_client, monkeypatch):
 
 def test_transport_and_http_client_together_refused(make_transport):
     with pytest.raises(ConfigurationError):
-        AsyncAmiliClient(
-            auth=StaticTokenAuth("t"), transport=make_transport(case_ok), http_client=httpx.AsyncClient()
-        )
+        AsyncAmiliClient(auth=StaticTokenAuth("t"), transport=make_transport(case_ok), http_client=httpx.AsyncClient())
 
 
 def test_tls_verification_cannot_be_turned_off():
@@ -181,9 +179,7 @@ async def test_credentials_from_env_with_inline_key(monkeypatch, ec_keys, make_t
     transport = make_transport(case_ok)
     async with AsyncAmiliClient(transport=transport, retry=RetryPolicy.no_delay()) as client:
         await client.cases.get(CASE)
-    claims = jwt.decode(
-        transport.token_requests[0].headers["X-API-Key"], ec_keys.public_pem, algorithms=["ES256"]
-    )
+    claims = jwt.decode(transport.token_requests[0].headers["X-API-Key"], ec_keys.public_pem, algorithms=["ES256"])
     assert claims["api_code"] == API_CODE
 
 

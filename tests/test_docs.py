@@ -91,9 +91,7 @@ def blocks(path: Path) -> Iterator[Block]:
                 break
             body.append(lines[j][len(indent) :] if lines[j].startswith(indent) else lines[j].lstrip())
             j += 1
-        yield Block(
-            path, i + 2, language.lower(), info.strip(), "\n".join(body) + "\n", marker and marker["reason"]
-        )
+        yield Block(path, i + 2, language.lower(), info.strip(), "\n".join(body) + "\n", marker and marker["reason"])
         i = j + 1
 
 
@@ -106,9 +104,7 @@ def documents() -> list[Any]:
     if README.exists():
         marks = []
         if README_OPT_IN not in README.read_text(encoding="utf-8"):
-            marks.append(
-                pytest.mark.skip(reason=f"README.md does not opt in ({README_OPT_IN}); see test_docs.py")
-            )
+            marks.append(pytest.mark.skip(reason=f"README.md does not opt in ({README_OPT_IN}); see test_docs.py"))
         params.append(pytest.param(README, id="README.md", marks=marks))
     return params
 
@@ -173,9 +169,7 @@ def run_blocks(path: Path) -> int:
                 if inspect.iscoroutine(result):
                     loop.run(result)
             except Exception as exc:
-                raise AssertionError(
-                    f"the block at {block.where} failed: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise AssertionError(f"the block at {block.where} failed: {type(exc).__name__}: {exc}") from exc
             ran += 1
     finally:
         try:
@@ -216,9 +210,7 @@ def test_fences_follow_the_convention(path: Path) -> None:
                 "'<!-- no-run: REASON -->' on the line before it"
             )
         elif block.no_run is not None:
-            pytest.fail(
-                f"{block.where}: only python blocks run, '<!-- no-run -->' is not needed on {block.language}"
-            )
+            pytest.fail(f"{block.where}: only python blocks run, '<!-- no-run -->' is not needed on {block.language}")
         if block.language in PYTHON and block.no_run is None:
             ast.parse(block.source, str(block.path), feature_version=(3, 10))
 

@@ -45,15 +45,11 @@ HTML_502 = (
 
 
 def eve_error(status: int, message: str, **extra: object) -> httpx.Response:
-    return httpx.Response(
-        status, json={"_status": "ERR", "_error": {"code": status, "message": message}, **extra}
-    )
+    return httpx.Response(status, json={"_status": "ERR", "_error": {"code": status, "message": message}, **extra})
 
 
 async def test_422_with_string_issues(make_client):
-    client, _ = make_client(
-        lambda r: eve_error(422, INSERTION_FAILURE, _issues={"amount": "must be of number type"})
-    )
+    client, _ = make_client(lambda r: eve_error(422, INSERTION_FAILURE, _issues={"amount": "must be of number type"}))
     with pytest.raises(UnprocessableEntityError) as info:
         await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
     err = info.value
@@ -92,9 +88,7 @@ async def test_patch_style_422_without_error_key(make_client):
 
 
 async def test_error_key_as_a_string(make_client):
-    client, _ = make_client(
-        lambda r: httpx.Response(400, json={"_status": "ERR", "_error": "bad where clause"})
-    )
+    client, _ = make_client(lambda r: httpx.Response(400, json={"_status": "ERR", "_error": "bad where clause"}))
     with pytest.raises(BadRequestError) as info:
         await client.cases.get(CASE)
     assert info.value.message == "bad where clause"

@@ -30,9 +30,7 @@ def load(name: str) -> ModuleType:
 
 
 def run_example(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, *args], cwd=EXAMPLES.parent, capture_output=True, text=True, timeout=120
-    )
+    result = subprocess.run([sys.executable, *args], cwd=EXAMPLES.parent, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

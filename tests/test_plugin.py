@@ -184,9 +184,7 @@ def test_option_is_documented_in_help(pytester: pytest.Pytester) -> None:
 def test_the_example_in_the_testing_guide(pytester: pytest.Pytester) -> None:
     """docs/testing.md shows a pytest module; it is not run by test_docs.py but here, under pytest."""
     guide = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text(encoding="utf-8")
-    marker = guide.index(
-        "<!-- no-run: a pytest module; tests/test_plugin.py runs this block under pytest -->"
-    )
+    marker = guide.index("<!-- no-run: a pytest module; tests/test_plugin.py runs this block under pytest -->")
     start = guide.index("```python\n", marker) + len("```python\n")
     source = guide[start : guide.index("\n```", start)]
     pytester.makepyfile(test_guide=source)

@@ -33,9 +33,7 @@ pytestmark = [
 
 
 def run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT
-    )
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
     assert result.returncode == 0, f"{' '.join(map(str, args))} failed:\n{result.stdout}\n{result.stderr}"
     return result
 
@@ -121,9 +119,7 @@ def test_fresh_venv_imports_the_installed_wheel(fresh_python: Path, tmp_path: Pa
     out = run(fresh_python, "-c", code, cwd=tmp_path, env=clean_env()).stdout.split()
     assert out[0] == version()
     installed = Path(out[1]).resolve()
-    assert fresh_python.parent.parent.resolve() in installed.parents, (
-        f"imported from {installed}, not the venv"
-    )
+    assert fresh_python.parent.parent.resolve() in installed.parents, f"imported from {installed}, not the venv"
     assert ROOT not in installed.parents
 
 

@@ -180,9 +180,7 @@ async def test_get_and_list(make_client, resource, path, cls):
 
     def handler(request: httpx.Request) -> httpx.Response:
         if request.url.path == path:
-            return httpx.Response(
-                200, json={"_items": [document], "_meta": {"page": 1, "max_results": 25, "total": 1}}
-            )
+            return httpx.Response(200, json={"_items": [document], "_meta": {"page": 1, "max_results": 25, "total": 1}})
         assert request.url.path == f"{path}/{RID}"
         return httpx.Response(200, json=document)
 
@@ -380,9 +378,7 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=6,
 )
-_extra = st.dictionaries(
-    st.text("abcdefgh", min_size=1, max_size=8).map(lambda k: "x_" + k), _json, max_size=4
-)
+_extra = st.dictionaries(st.text("abcdefgh", min_size=1, max_size=8).map(lambda k: "x_" + k), _json, max_size=4)
 
 
 def _optional(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
@@ -403,9 +399,7 @@ _RECEIPT_BASE = dict(
     case_reference_number=_optional(_text),
     extra=_extra,
 )
-_AMOUNTS = dict(
-    settled_amount=_optional(_money), amount=_optional(_money), currency=_optional(st.just("SEK"))
-)
+_AMOUNTS = dict(settled_amount=_optional(_money), amount=_optional(_money), currency=_optional(st.just("SEK")))
 RECEIPTS = st.one_of(
     st.builds(
         PaymentReceipt,

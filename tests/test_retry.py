@@ -67,9 +67,7 @@ def created() -> httpx.Response:
 
 def payment(**changes: Any) -> dict[str, Any]:
     return (
-        dict(
-            creditor=CREDITOR, case=CASE, amount=Decimal("250.00"), currency="SEK", bank_transaction_date=WHEN
-        )
+        dict(creditor=CREDITOR, case=CASE, amount=Decimal("250.00"), currency="SEK", bank_transaction_date=WHEN)
         | changes
     )
 
@@ -311,9 +309,7 @@ async def test_resends_stop_at_max_attempts(make_client):
 
 
 async def test_when_the_lookup_fails_too_the_outcome_is_unknown(make_client):
-    client, transport = make_client(
-        script(httpx.ReadTimeout("read timed out"), httpx.Response(503, content=b"down"))
-    )
+    client, transport = make_client(script(httpx.ReadTimeout("read timed out"), httpx.Response(503, content=b"down")))
     with pytest.raises(OutcomeUnknownError) as info:
         await client.creditor_payments.create(**payment(creditor_payment_reference="PAY-REF-001"))
     assert info.value.reference == "PAY-REF-001"
@@ -372,9 +368,7 @@ async def test_the_deadline_bounds_a_call(make_client):
 
 
 async def test_the_retry_budget_stops_retries_when_spent(make_client):
-    policy = RetryPolicy.no_delay(
-        budget_capacity=20, budget_timeout_cost=10, budget_retry_cost=5, budget_refund=1
-    )
+    policy = RetryPolicy.no_delay(budget_capacity=20, budget_timeout_cost=10, budget_retry_cost=5, budget_refund=1)
     client, transport = make_client(script(httpx.Response(503, content=b"down")), retry=policy)
     with pytest.raises(ServerError) as info:
         await client.cases.get(CASE)  # two retries: the budget (20) is spent
@@ -389,9 +383,7 @@ async def test_the_retry_budget_stops_retries_when_spent(make_client):
 async def test_successes_refill_the_budget(make_client):
     policy = RetryPolicy.no_delay(budget_capacity=10, budget_timeout_cost=10, budget_refund=10)
     answers = [httpx.Response(503, content=b""), ok_case(), ok_case()]
-    client, transport = make_client(
-        script(*answers, httpx.Response(503, content=b""), ok_case()), retry=policy
-    )
+    client, transport = make_client(script(*answers, httpx.Response(503, content=b""), ok_case()), retry=policy)
     await client.cases.get(CASE)  # 503 then ok: the retry cost 10, its success paid it back
     await client.cases.get(CASE)
     await client.cases.get(CASE)  # 503 then ok again: the budget allowed the retry

@@ -245,9 +245,7 @@ def test_errors_are_the_async_clients_errors(
 
 
 def test_a_read_is_retried(backend: str) -> None:
-    answers = iter(
-        [httpx.Response(503, text="busy"), httpx.Response(200, json={"_id": CASE, "state": "open"})]
-    )
+    answers = iter([httpx.Response(503, text="busy"), httpx.Response(200, json={"_id": CASE, "state": "open"})])
     recorder = Recorder(lambda r: next(answers))
     with make_client(recorder, backend=backend, retry=RetryPolicy.no_delay()) as amili:
         case = amili.cases.get(CASE)
@@ -269,9 +267,7 @@ def test_respite_check_and_grant() -> None:
         assert (receipt.case, receipt.days) == (CASE, 14)
 
 
-def test_missing_credentials_fail_at_construction(
-    monkeypatch: pytest.MonkeyPatch, no_thread_leak: None
-) -> None:
+def test_missing_credentials_fail_at_construction(monkeypatch: pytest.MonkeyPatch, no_thread_leak: None) -> None:
     for name in ("AMILI_API_CODE", "AMILI_PRIVATE_KEY", "AMILI_PRIVATE_KEY_FILE"):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ConfigurationError, match="AMILI_API_CODE"):

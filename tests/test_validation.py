@@ -77,18 +77,10 @@ async def test_bad_ids_are_refused_everywhere(make_client, bad):
     await refused(make_client, lambda c: c.creditor_cancellations.get(bad), "id")
     if bad is not None:  # None means "not given" for the optional ones
         await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "case": bad}), "case")
-        await refused(
-            make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "case": bad}), "case"
-        )
-        await refused(
-            make_client, lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=bad), "case"
-        )
-        await refused(
-            make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "creditor": bad}), "creditor"
-        )
-    await refused(
-        make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "creditor": bad}), "creditor"
-    )
+        await refused(make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "case": bad}), "case")
+        await refused(make_client, lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=bad), "case")
+        await refused(make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "creditor": bad}), "creditor")
+    await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "creditor": bad}), "creditor")
     await refused(make_client, lambda c: c.creditor_cancellations.create(creditor=bad, case=CASE), "creditor")
 
 
@@ -102,13 +94,9 @@ def test_bad_id_message_does_not_echo_a_long_value():
 
 
 async def test_both_case_and_invoice_number_refused(make_client):
-    err = await refused(
-        make_client, lambda c: c.creditor_payments.create(**PAYMENT, invoice_number="INV-1"), "case"
-    )
+    err = await refused(make_client, lambda c: c.creditor_payments.create(**PAYMENT, invoice_number="INV-1"), "case")
     assert "invoice_number" in str(err)
-    await refused(
-        make_client, lambda c: c.creditor_creditings.create(**CREDITING, invoice_number="I"), "case"
-    )
+    await refused(make_client, lambda c: c.creditor_creditings.create(**CREDITING, invoice_number="I"), "case")
     await refused(
         make_client,
         lambda c: c.creditor_cancellations.create(creditor=CREDITOR, case=CASE, invoice_number="I"),
@@ -163,13 +151,9 @@ async def test_crediting_by_invoice_number_needs_creditor(make_client):
     ],
 )
 async def test_bad_amounts_refused(make_client, amount, why):
-    err = await refused(
-        make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "amount": amount}), "amount"
-    )
+    err = await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "amount": amount}), "amount")
     assert why in str(err)
-    await refused(
-        make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "amount": amount}), "amount"
-    )
+    await refused(make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "amount": amount}), "amount")
 
 
 def test_float_message_says_why_and_how_to_fix():
@@ -181,9 +165,7 @@ def test_float_message_says_why_and_how_to_fix():
     assert "Decimal('250.1')" in message
 
 
-@pytest.mark.parametrize(
-    "amount", [Decimal("0.01"), Decimal("1"), 1, Decimal("1.5"), Decimal("1.000"), 10**12]
-)
+@pytest.mark.parametrize("amount", [Decimal("0.01"), Decimal("1"), 1, Decimal("1.5"), Decimal("1.000"), 10**12])
 def test_good_amounts_accepted_as_decimal(amount):
     payment = CreditorPayment(**{**PAYMENT, "amount": amount})
     assert isinstance(payment.amount, Decimal)
@@ -195,9 +177,7 @@ def test_good_amounts_accepted_as_decimal(amount):
 
 @pytest.mark.parametrize("currency", ["sek", "SE", "SEKK", "S3K", "", " SEK", "SEK\n", None, 752])
 async def test_bad_currency_refused(make_client, currency):
-    await refused(
-        make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "currency": currency}), "currency"
-    )
+    await refused(make_client, lambda c: c.creditor_payments.create(**{**PAYMENT, "currency": currency}), "currency")
     await refused(
         make_client, lambda c: c.creditor_creditings.create(**{**CREDITING, "currency": currency}), "currency"
     )
@@ -239,9 +219,7 @@ async def test_non_datetime_dates_refused(make_client, when):
     )
 
 
-@pytest.mark.parametrize(
-    "text", ["PAY\nREF", "PAY\r\nX-Injected: 1", "A\x00B", "tab\there", "del\x7f", "", "   "]
-)
+@pytest.mark.parametrize("text", ["PAY\nREF", "PAY\r\nX-Injected: 1", "A\x00B", "tab\there", "del\x7f", "", "   "])
 async def test_control_characters_and_empty_text_refused(make_client, text):
     await refused(
         make_client,

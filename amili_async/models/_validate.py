@@ -56,11 +56,11 @@ def amount(field: str, value: Any) -> Decimal:
         raise fail(field, f"must be a finite number, got {value}")
     if value <= 0:
         raise fail(field, f"must be greater than zero, got {value}")
+    if value > MAX_AMOUNT:  # first: quantizing a huge value would overflow the decimal context
+        raise fail(field, f"must be at most {MAX_AMOUNT}, got {value}")
     exponent = value.as_tuple().exponent
     if isinstance(exponent, int) and exponent < -2 and value != value.quantize(Decimal("0.01")):
         raise fail(field, f"must have at most two decimals, got {value}")
-    if value > MAX_AMOUNT:
-        raise fail(field, f"must be at most {MAX_AMOUNT}, got {value}")
     return value
 
 

@@ -16,7 +16,14 @@ import attrs
 from . import _validate as v
 from .receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt
 
-__all__ = ["ACTION_TYPES", "Action", "CreditorCancellation", "CreditorCrediting", "CreditorPayment", "RespiteGrant"]
+__all__ = [
+    "ACTION_TYPES",
+    "Action",
+    "CreditorCancellation",
+    "CreditorCrediting",
+    "CreditorPayment",
+    "RespiteGrant",
+]
 
 ORIGIN = "creditor_system"
 
@@ -56,9 +63,7 @@ class CreditorPayment:
     case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
     invoice_number: str | None = attrs.field(default=None, validator=_check(v.optional_text))
     creditor_payment_reference: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    client_registration_date: datetime | None = attrs.field(
-        default=None, validator=_check(v.optional_aware_datetime)
-    )
+    client_registration_date: datetime | None = attrs.field(default=None, validator=_check(v.optional_aware_datetime))
     origin: str = attrs.field(default=ORIGIN, validator=_origin)
 
     def __attrs_post_init__(self) -> None:
@@ -90,9 +95,7 @@ class CreditorCrediting:
     invoice_number: str | None = attrs.field(default=None, validator=_check(v.optional_text))
     creditor_reference: str | None = attrs.field(default=None, validator=_check(v.optional_text))
     credit_invoice: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    client_registration_date: datetime | None = attrs.field(
-        default=None, validator=_check(v.optional_aware_datetime)
-    )
+    client_registration_date: datetime | None = attrs.field(default=None, validator=_check(v.optional_aware_datetime))
     origin: str = attrs.field(default=ORIGIN, validator=_origin)
 
     def __attrs_post_init__(self) -> None:

@@ -14,7 +14,14 @@ from typing import Any
 
 import attrs
 
-__all__ = ["CancellationReceipt", "CreditingReceipt", "PaymentReceipt", "RECEIPT_TYPES", "Receipt", "RespiteReceipt"]
+__all__ = [
+    "CancellationReceipt",
+    "CreditingReceipt",
+    "PaymentReceipt",
+    "RECEIPT_TYPES",
+    "Receipt",
+    "RespiteReceipt",
+]
 
 
 def _alias(*names: str) -> Any:
@@ -53,9 +60,7 @@ class PaymentReceipt(Receipt):
 
 @attrs.frozen(kw_only=True)
 class CreditingReceipt(Receipt):
-    crediting_status: str | None = attrs.field(
-        default=None, metadata=_alias("_crediting_status", "_payment_status")
-    )
+    crediting_status: str | None = attrs.field(default=None, metadata=_alias("_crediting_status", "_payment_status"))
     settled_amount: Decimal | None = None
     amount: Decimal | None = None
     currency: str | None = None

@@ -56,9 +56,7 @@ class Pipeline(Protocol):
     def with_options(self, *, timeout: httpx.Timeout | float | None = None) -> Pipeline: ...
 
 
-def list_params(
-    where: Mapping[str, Any] | None, sort: str | None, max_results: int, page: int
-) -> dict[str, str]:
+def list_params(where: Mapping[str, Any] | None, sort: str | None, max_results: int, page: int) -> dict[str, str]:
     if isinstance(max_results, bool) or not isinstance(max_results, int) or not 1 <= max_results <= MAX_PAGE_SIZE:
         from ..models._validate import fail
 

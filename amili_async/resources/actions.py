@@ -49,8 +49,13 @@ class _ActionResource(Generic[R]):
     ) -> AsyncPager[R]:
         """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate."""
         return AsyncPager(
-            _pipe(self._pipeline, timeout), self.path, self.receipt,
-            where=where, sort=sort, max_results=max_results, limit=limit,
+            _pipe(self._pipeline, timeout),
+            self.path,
+            self.receipt,
+            where=where,
+            sort=sort,
+            max_results=max_results,
+            limit=limit,
         )
 
 
@@ -78,10 +83,15 @@ class CreditorPayments(_ActionResource[PaymentReceipt]):
         looking the payment up, so it is never registered twice nor silently dropped.
         """
         action = CreditorPayment(
-            creditor=creditor, amount=amount, currency=currency,
-            bank_transaction_date=bank_transaction_date, case=case, invoice_number=invoice_number,
+            creditor=creditor,
+            amount=amount,
+            currency=currency,
+            bank_transaction_date=bank_transaction_date,
+            case=case,
+            invoice_number=invoice_number,
             creditor_payment_reference=creditor_payment_reference,
-            client_registration_date=client_registration_date, origin=origin,
+            client_registration_date=client_registration_date,
+            origin=origin,
         )
         return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
 
@@ -106,9 +116,15 @@ class CreditorCreditings(_ActionResource[CreditingReceipt]):
     ) -> CreditingReceipt:
         """Credit part of a case's capital. `creditor_reference` makes a lost answer recoverable."""
         action = CreditorCrediting(
-            amount=amount, currency=currency, case=case, creditor=creditor,
-            invoice_number=invoice_number, creditor_reference=creditor_reference, credit_invoice=credit_invoice,
-            client_registration_date=client_registration_date, origin=origin,
+            amount=amount,
+            currency=currency,
+            case=case,
+            creditor=creditor,
+            invoice_number=invoice_number,
+            creditor_reference=creditor_reference,
+            credit_invoice=credit_invoice,
+            client_registration_date=client_registration_date,
+            origin=origin,
         )
         return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
 

@@ -38,8 +38,13 @@ class Cases:
         timeout: Timeout = None,
     ) -> AsyncPager[Case]:
         return AsyncPager(
-            _pipe(self._pipeline, timeout), self.path, Case,
-            where=where, sort=sort, max_results=max_results, limit=limit,
+            _pipe(self._pipeline, timeout),
+            self.path,
+            Case,
+            where=where,
+            sort=sort,
+            max_results=max_results,
+            limit=limit,
         )
 
 

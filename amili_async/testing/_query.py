@@ -222,9 +222,7 @@ def run_list(resource: str, docs: Iterable[Doc], query: Mapping[str, str]) -> tu
     return body, total
 
 
-def _links(
-    resource: str, query: Mapping[str, str], page: int, max_results: int, total: int
-) -> dict[str, Any]:
+def _links(resource: str, query: Mapping[str, str], page: int, max_results: int, total: int) -> dict[str, Any]:
     keep = {k: v for k, v in query.items() if k != "page"}
 
     def href(p: int | None) -> str:

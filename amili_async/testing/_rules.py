@@ -63,9 +63,7 @@ def open_balances(case: Case, capital: Decimal, costs: Decimal, interest: Decima
 
 
 def _refresh_totals(case: Case) -> None:
-    case["local_remaining_transaction_amount"] = sum(
-        (case[f"local_remaining_{p}_amount"] for p in PARTS), start=ZERO
-    )
+    case["local_remaining_transaction_amount"] = sum((case[f"local_remaining_{p}_amount"] for p in PARTS), start=ZERO)
     case["total_remaining_capital_amount"] = case["local_remaining_capital_amount"]
 
 

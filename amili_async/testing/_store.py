@@ -77,7 +77,10 @@ class Collection:
 
 
 class Store:
-    def __init__(self, seed: int, clock: Callable[[], float], token_lifetime: float) -> None:
+    def __init__(
+        self, seed: int, clock: Callable[[], float], token_lifetime: float, keep_documents: bool = True
+    ) -> None:
+        self.keep_documents = keep_documents
         self.clock = clock
         self.token_lifetime = token_lifetime
         self._seed = seed

@@ -159,9 +159,7 @@ _MESSAGES = {
 }
 
 
-def error_reply(
-    status: int, message: str | None = None, headers: list[tuple[str, str]] | None = None
-) -> Reply:
+def error_reply(status: int, message: str | None = None, headers: list[tuple[str, str]] | None = None) -> Reply:
     """Eve's generic error envelope."""
     text = message or _MESSAGES.get(status, "Error.")
     body = {"_status": "ERR", "_error": {"code": status, "message": text}}

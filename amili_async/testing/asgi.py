@@ -67,9 +67,7 @@ class AsgiApp:
         raw_headers.append((b"content-length", str(len(reply.body)).encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": raw_headers})
         if outcome.action == "stall":
-            await send(
-                {"type": "http.response.body", "body": reply.body[: outcome.stall_at], "more_body": True}
-            )
+            await send({"type": "http.response.body", "body": reply.body[: outcome.stall_at], "more_body": True})
             await anyio.sleep_forever()
         await send({"type": "http.response.body", "body": reply.body})
 

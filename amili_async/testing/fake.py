@@ -62,8 +62,9 @@ class FakeAmili:
     """An in-memory Amili creditor API (what moto is to boto3).
 
     ``seed`` makes ids, tokens and probabilistic faults repeatable; ``clock`` (epoch seconds) drives
-    ``_created``/``_updated``, token expiry and JWT checks. ``record_requests=False`` keeps memory flat in
-    long benchmark runs.
+    ``_created``/``_updated``, token expiry and JWT checks. ``record_requests=False`` and
+    ``keep_documents=False`` (action documents and case history entries are not stored; balances still move)
+    keep memory flat in long benchmark runs.
     """
 
     BASE_URL: ClassVar[str] = "https://fake.amili.test"
@@ -75,9 +76,10 @@ class FakeAmili:
         clock: Callable[[], float] | None = None,
         *,
         record_requests: bool = True,
+        keep_documents: bool = True,
     ) -> None:
         self.seed = seed
-        self._store = Store(seed, clock or time.time, token_lifetime)
+        self._store = Store(seed, clock or time.time, token_lifetime, keep_documents)
         self._api = Api(self._store)
         self._faults = FaultBook(random.Random(seed))
         self._record = record_requests
@@ -246,9 +248,7 @@ class FakeAmili:
                 body = MALFORMED
         record: RecordedRequest | None = None
         if self._record:
-            record = RecordedRequest(
-                req.method, req.path, dict(req.query), None if body is MALFORMED else body
-            )
+            record = RecordedRequest(req.method, req.path, dict(req.query), None if body is MALFORMED else body)
             self._requests.append(record)
         fault = self._faults.pick(req.method, req.path)
         outcome = self._run(fault, req, body)

@@ -86,9 +86,7 @@ class FakeAmiliFixture(FakeAmili):
         kwargs.setdefault("creditor", self.creditor.id)
         return self.add_case(capital=capital, **kwargs)
 
-    def new_cases(
-        self, count: int, capital: Decimal | int | str = Decimal("1000.00"), **kwargs: Any
-    ) -> list[str]:
+    def new_cases(self, count: int, capital: Decimal | int | str = Decimal("1000.00"), **kwargs: Any) -> list[str]:
         """Add ``count`` cases for the fixture's creditor (invoice numbers ``INV-<n>``); return their ids."""
         return [self.new_case(capital, **kwargs) for _ in range(count)]
 

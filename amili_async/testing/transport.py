@@ -64,9 +64,7 @@ class FakeTransport(httpx.AsyncBaseTransport):
         if outcome.action == "connect_error":
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if outcome.action == "drop":
-            raise httpx.RemoteProtocolError(
-                "Server disconnected without sending a response.", request=request
-            )
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
         reply = outcome.reply
         assert reply is not None
         if outcome.delay > 0:

@@ -51,9 +51,7 @@ async def test_missing_header(fake: FakeAmili, http: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("exp_in", [-10, 3700])
-async def test_expired_or_too_far_ahead(
-    cred: FakeCreditor, http: httpx.AsyncClient, mint, exp_in: int
-) -> None:
+async def test_expired_or_too_far_ahead(cred: FakeCreditor, http: httpx.AsyncClient, mint, exp_in: int) -> None:
     assert_401(await http.get(TOKEN, headers={"X-API-Key": mint(cred, exp_in=exp_in)}))
 
 
@@ -130,9 +128,7 @@ async def test_simple_auth(fake: FakeAmili, http: httpx.AsyncClient) -> None:
     assert bad.status_code == 400
 
 
-async def test_accounts_share_one_api_user(
-    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, login
-) -> None:
+async def test_accounts_share_one_api_user(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, login) -> None:
     sibling = fake.add_creditor(name="Acme Finans AB", account=cred.account)
     assert sibling.account == cred.account
     assert (sibling.api_code, sibling.private_key_pem) == (cred.api_code, cred.private_key_pem)
@@ -146,9 +142,7 @@ async def test_accounts_share_one_api_user(
         fake.add_creditor(account="0" * 24)
 
 
-async def test_api_key_is_never_recorded(
-    fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str]
-) -> None:
+async def test_api_key_is_never_recorded(fake: FakeAmili, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
     await http.get("/cases", headers=headers)
     secret = headers["X-API-Key"]
     assert all(secret not in repr(r) for r in fake.requests)

@@ -52,9 +52,7 @@ async def connect(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
     """A raw client on `fake`, logged in as `cred` with a JWT minted for `now`."""
     async with httpx.AsyncClient(transport=fake.transport(), base_url=FakeAmili.BASE_URL) as client:
-        token = jwt.encode(
-            {"api_code": cred.api_code, "exp": int(now) + 600}, cred.private_key_pem, cred.algorithm
-        )
+        token = jwt.encode({"api_code": cred.api_code, "exp": int(now) + 600}, cred.private_key_pem, cred.algorithm)
         r = await client.get("/authenticates/api-code", headers={"X-API-Key": token})
         yield client, {"X-API-Key": r.json()["token"]}
 
@@ -166,9 +164,7 @@ async def test_revoke_token(
     assert (await http.post(PAYMENTS, json=body, headers=fresh)).status_code == 201
 
 
-async def test_token_endpoint_down(
-    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, mint
-) -> None:
+async def test_token_endpoint_down(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, mint) -> None:
     fake.inject(Fault("token_endpoint_down", times=1))
     fake.inject(Fault("token_endpoint_down", refuse=True, times=1))
     jwt_header = {"X-API-Key": mint(cred)}

@@ -19,9 +19,7 @@ from amili_async.testing.server import serve, start_server
 
 
 async def login(client: httpx.AsyncClient, cred: FakeCreditor) -> dict[str, str]:
-    token = jwt.encode(
-        {"api_code": cred.api_code, "exp": int(time.time()) + 600}, cred.private_key_pem, cred.algorithm
-    )
+    token = jwt.encode({"api_code": cred.api_code, "exp": int(time.time()) + 600}, cred.private_key_pem, cred.algorithm)
     r = await client.get("/authenticates/api-code", headers={"X-API-Key": token})
     assert r.status_code == 200, r.text
     return {"X-API-Key": r.json()["token"]}
@@ -60,9 +58,7 @@ async def test_server_round_trip(fake: FakeAmili, cred: FakeCreditor, payment) -
     async with await start_server(fake) as server, httpx.AsyncClient(base_url=server.base_url) as client:
         assert server.port > 0
         auth = await login(client, cred)
-        r = await client.post(
-            "/creditor--payments", json=payment(case, cred.id, amount="12.50"), headers=auth
-        )
+        r = await client.post("/creditor--payments", json=payment(case, cred.id, amount="12.50"), headers=auth)
         assert r.status_code == 201
         assert r.headers["Location"] == f"{server.base_url}/creditor--payments/{r.json()['_id']}"
         item = await client.get(f"/cases/{case}", headers=auth)
@@ -82,9 +78,7 @@ async def raw_exchange(port: int, data: bytes, until_closed: bool = True) -> byt
 
 
 async def test_server_pipelining_and_connection_close(fake: FakeAmili, cred: FakeCreditor) -> None:
-    fake.inject(
-        Fault("latency", path="/nowhere", seconds=0.05)
-    )  # the slow first answer must still come first
+    fake.inject(Fault("latency", path="/nowhere", seconds=0.05))  # the slow first answer must still come first
     async with await start_server(fake) as server:
         requests = (
             b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -121,9 +115,7 @@ async def test_server_faults(fake: FakeAmili, cred: FakeCreditor, payment) -> No
         assert fake.payments == []
         fake.inject(Fault("stall_body", times=1))
         with pytest.raises(httpx.ReadTimeout):
-            await client.post(
-                "/creditor--payments", json=body, headers=auth, timeout=httpx.Timeout(2, read=0.1)
-            )
+            await client.post("/creditor--payments", json=body, headers=auth, timeout=httpx.Timeout(2, read=0.1))
         assert len(fake.payments) == 1
         fake.inject(Fault("server_error", status=502, times=1))
         r = await client.get("/cases", headers=auth)

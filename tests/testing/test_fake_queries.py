@@ -19,9 +19,7 @@ def cases(fake: FakeAmili, cred: FakeCreditor) -> list[str]:
     ]
 
 
-async def listing(
-    http: httpx.AsyncClient, headers: dict[str, str], path: str = "/cases", **params: Any
-) -> Any:
+async def listing(http: httpx.AsyncClient, headers: dict[str, str], path: str = "/cases", **params: Any) -> Any:
     query = {k: json.dumps(v) if isinstance(v, dict) else v for k, v in params.items()}
     r = await http.get(path, params=query, headers=headers)
     assert r.status_code == 200, r.text
@@ -86,9 +84,7 @@ async def test_where_equality_in_and_dot_path(
         '{"$where": "1"}',
     ],
 )
-async def test_refused_where(
-    http: httpx.AsyncClient, headers: dict[str, str], cases: list[str], where: str
-) -> None:
+async def test_refused_where(http: httpx.AsyncClient, headers: dict[str, str], cases: list[str], where: str) -> None:
     r = await http.get("/cases", params={"where": where}, headers=headers)
     assert r.status_code == 400
     assert r.json()["_error"]["code"] == 400
@@ -100,9 +96,7 @@ async def test_sort(http: httpx.AsyncClient, headers: dict[str, str], cases: lis
     multi = await listing(http, headers, sort="state,-local_added_capital_amount", max_results="100")
     states = [c["state"] for c in multi["_items"]]
     assert states == sorted(states)
-    first_group = [
-        c["local_added_capital_amount"] for c in multi["_items"] if c["state"] == "debt_collection"
-    ]
+    first_group = [c["local_added_capital_amount"] for c in multi["_items"] if c["state"] == "debt_collection"]
     assert first_group == sorted(first_group, reverse=True)
 
 
@@ -124,9 +118,7 @@ async def test_accounts_are_isolated(
     assert r.json()["_status"] == "ERR" and r.json()["_error"]["code"] == 403
     assert (await http.get(f"/domain-actions/cases/respite/{cases[0]}", headers=other)).status_code == 403
     mine = fake.get_case(cases[0])["creditor"]
-    assert (
-        await http.post("/creditor--payments", json=payment(cases[0], mine), headers=other)
-    ).status_code == 403
+    assert (await http.post("/creditor--payments", json=payment(cases[0], mine), headers=other)).status_code == 403
     # Their own creditor on my case: still 403, nothing applied.
     r = await http.post("/creditor--payments", json=payment(cases[0], stranger.id), headers=other)
     assert r.status_code == 403

@@ -17,9 +17,7 @@ def decoded(r: httpx.Response) -> Any:
     return json.loads(r.content, parse_float=Decimal)
 
 
-async def pay(
-    http: httpx.AsyncClient, headers: dict[str, str], payment, case: str, creditor: str, amount: str
-) -> Any:
+async def pay(http: httpx.AsyncClient, headers: dict[str, str], payment, case: str, creditor: str, amount: str) -> Any:
     r = await http.post("/creditor--payments", json=payment(case, creditor, amount=amount), headers=headers)
     assert r.status_code == 201, r.text
     return decoded(r)
@@ -206,9 +204,7 @@ async def test_closed_on_creation(
     assert receipt["status"] == "error"
 
 
-async def test_case_document_shape(
-    fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers
-) -> None:
+async def test_case_document_shape(fake: FakeAmili, cred: FakeCreditor, http: httpx.AsyncClient, headers) -> None:
     case = fake.add_case(
         cred.id,
         capital="300",

@@ -94,9 +94,7 @@ async def test_case_and_invoice_number_exclude_each_other(
     }
 
 
-async def test_invoice_number_needs_creditor(
-    case: str, http: httpx.AsyncClient, headers: dict[str, str]
-) -> None:
+async def test_invoice_number_needs_creditor(case: str, http: httpx.AsyncClient, headers: dict[str, str]) -> None:
     body = {"invoice_number": "INV-1", "amount": 10, "currency": "SEK", "origin": "creditor_system"}
     issues = await issues_of(await http.post("/creditor--creditings", json=body, headers=headers))
     assert issues == {"creditor": "required field with 'invoice_number'"}
@@ -116,9 +114,7 @@ async def test_unknown_case_and_creditor(
     ghost = "674dbeaf08847b9501cc9132"
     issues = await issues_of(await http.post(PAYMENTS, json=payment(ghost, cred.id), headers=headers))
     assert issues == {"case": f"value '{ghost}' must exist in resource 'cases'"}
-    issues = await issues_of(
-        await http.post(PAYMENTS, json=payment(None, ghost, invoice_number="X"), headers=headers)
-    )
+    issues = await issues_of(await http.post(PAYMENTS, json=payment(None, ghost, invoice_number="X"), headers=headers))
     assert issues == {"creditor": f"value '{ghost}' must exist in resource 'creditors'"}
     body = payment(None, cred.id, invoice_number="NO-SUCH")
     issues = await issues_of(await http.post(PAYMENTS, json=body, headers=headers))
@@ -185,7 +181,5 @@ async def test_case_registration_validation(
         "customer": {"name": "must be of string type"},
         "debts": {"1": {"invoice_date": "must be of datetime type", "capital_to_claim": "required field"}},
     }
-    issues = await issues_of(
-        await http.post("/case--registrations", json={**body, "debts": []}, headers=headers)
-    )
+    issues = await issues_of(await http.post("/case--registrations", json={**body, "debts": []}, headers=headers))
     assert issues["debts"] == "empty values not allowed"
