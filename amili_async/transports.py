@@ -18,6 +18,7 @@ reset or a read timeout after sending means "maybe applied".
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import ssl
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -85,6 +86,8 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
             session = self.client
             if not isinstance(session, aiohttp.ClientSession):
                 session = self.client = self.get_client()
+            if session.closed:  # aiohttp would raise a bare RuntimeError
+                raise httpx.ConnectError("the transport is closed")
             client_timeout = aiohttp.ClientTimeout(
                 sock_connect=timeout.get("connect"),
                 sock_read=timeout.get("read"),
@@ -102,6 +105,13 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 raise _map_aiohttp_error(exc) from exc
+            except asyncio.CancelledError:
+                # Closing the session cancels the requests still waiting for a pooled or new connection: a
+                # CancelledError in a task nobody cancelled. Those never left; don't leak the cancellation.
+                task = asyncio.current_task()
+                if task is None or not hasattr(task, "cancelling") or task.cancelling():  # cancelling: 3.11+
+                    raise
+                raise httpx.ConnectError("the transport was closed before the request was sent") from None
 
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
             status, headers, content = await self.exchange(
@@ -143,28 +153,21 @@ def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
     """
     if isinstance(transport, _transport_class()):
         return transport.exchange  # type: ignore[attr-defined, no-any-return]
-
-    async def exchange(
-        method: str,
-        url: str,
-        headers: Sequence[tuple[str, str]],
-        body: bytes | None,
-        timeout: Mapping[str, float | None],
-    ) -> tuple[int, Mapping[str, str], bytes]:
-        request = httpx.Request(method, url, headers=headers, content=body, extensions={"timeout": timeout})
-        response = await transport.handle_async_request(request)
-        try:
-            raw = await response.aread()
-        finally:
-            await response.aclose()
-        return response.status_code, response.headers, raw
-
-    return exchange
+    return _httpx_objects_exchange(httpx.Request, transport.handle_async_request)
 
 
 def httpx_exchange(client: httpx.AsyncClient) -> Exchange:
     """Requests through a caller's own `httpx.AsyncClient` (its transport, proxies, event hooks)."""
 
+    async def send(request: httpx.Request) -> httpx.Response:
+        return await client.send(request, follow_redirects=False)
+
+    return _httpx_objects_exchange(client.build_request, send)
+
+
+def _httpx_objects_exchange(
+    build: Callable[..., httpx.Request], send: Callable[[httpx.Request], Awaitable[httpx.Response]]
+) -> Exchange:
     async def exchange(
         method: str,
         url: str,
@@ -172,8 +175,7 @@ def httpx_exchange(client: httpx.AsyncClient) -> Exchange:
         body: bytes | None,
         timeout: Mapping[str, float | None],
     ) -> tuple[int, Mapping[str, str], bytes]:
-        request = client.build_request(method, url, headers=headers, content=body, extensions={"timeout": timeout})
-        response = await client.send(request, follow_redirects=False)
+        response = await send(build(method, url, headers=headers, content=body, extensions={"timeout": timeout}))
         try:
             raw = await response.aread()
         finally:
