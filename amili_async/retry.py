@@ -26,7 +26,6 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import attrs
@@ -129,9 +128,8 @@ class RetryBudget:
 
     def withdraw(self, kind: FailureKind) -> float:
         """Take the cost of one retry; 0 means the budget is spent and the call must not retry."""
+        # A retry after a timeout or disconnect costs more: it is the failure an outage produces.
         cost = self._timeout_cost if kind is FailureKind.AMBIGUOUS else self._retry_cost
-        if kind is FailureKind.THROTTLED:
-            cost = self._retry_cost
         if self.level < cost:
             return 0.0
         self.level -= cost
@@ -290,7 +288,3 @@ class RetryPolicy:
             if failure.retry_after is not None and failure.retry_after > self.max_retry_after:
                 logger.info("%s: server asked to wait %.0f s, above the cap", describe, failure.retry_after)
             raise error from failure.error.__cause__
-
-
-def http_date_now() -> str:
-    return serde.format_rfc1123(datetime.now(timezone.utc))
