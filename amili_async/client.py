@@ -232,6 +232,7 @@ class AsyncAmiliClient:
         self._headers = [("User-Agent", user_agent or _user_agent()), ("Accept", "application/json")]
         self._runtime: _Runtime | None = None
         self._closed = False
+        self._owner = self  # the client that owns runtime and closed state; views point at it
         self._make_resources()
 
     def _make_resources(self) -> None:
@@ -255,7 +256,7 @@ class AsyncAmiliClient:
     @property
     def token_requests(self) -> int:
         """How many token requests this client has sent (one per token lifetime, at any concurrency)."""
-        runtime = getattr(self, "_views_of", self)._runtime
+        runtime = self._owner._runtime
         return runtime.tokens.requests if runtime else 0
 
     def with_options(
@@ -272,7 +273,7 @@ class AsyncAmiliClient:
         view._make_resources()
         # Always the real client, never another view: a view of a view (`client.with_options(...)` and then a
         # per-call `timeout=`) must share the client's runtime and closed state, not a stale copy of them.
-        view._views_of = getattr(self, "_views_of", self)  # type: ignore[attr-defined]
+        view._owner = self._owner
         return view
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -286,7 +287,7 @@ class AsyncAmiliClient:
 
     async def aclose(self) -> None:
         """Close the connections this client opened. Safe to call twice."""
-        owner = getattr(self, "_views_of", self)
+        owner = self._owner
         owner._closed = True
         runtime, owner._runtime = owner._runtime, None
         if runtime is not None and runtime.own_transport and runtime.transport is not None:
@@ -296,7 +297,7 @@ class AsyncAmiliClient:
                 await runtime.transport.aclose()
 
     def _bind(self) -> _Runtime:
-        owner = getattr(self, "_views_of", self)
+        owner = self._owner
         if owner._closed:
             raise ClientStateError("the client is closed")
         runtime = owner._runtime
