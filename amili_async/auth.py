@@ -47,8 +47,8 @@ __all__ = [
     "TokenGrant",
 ]
 
-TOKEN_PATH = "/authenticates/api-code"
-JWT_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+from ._wire import JWT_ALGORITHMS, TOKEN_PATH
+
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
 
 # (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
