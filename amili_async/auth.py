@@ -30,12 +30,15 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from . import errors, serde
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
+
+if TYPE_CHECKING:
+    from .transports import Exchange
 
 __all__ = [
     "ApiCodeAuth",
@@ -44,6 +47,7 @@ __all__ = [
     "StaticTokenAuth",
     "Token",
     "TokenCache",
+    "TokenEndpoint",
     "TokenGrant",
 ]
 
@@ -260,6 +264,34 @@ def _jwt_lifetime(token: str) -> float | None:
     if isinstance(exp, (int, float)) and not isinstance(exp, bool):
         return float(exp) - time.time()
     return None
+
+
+@attrs.frozen
+class TokenEndpoint:
+    """The door to the token endpoint, given to the cache at construction (no call-back into the client).
+
+    One attempt, with the client's timeouts (the cache bounds the whole fetch with its own), no retry policy.
+    The provider's headers replace the client's defaults of the same name (no doubled `Accept`).
+    """
+
+    exchange: Exchange
+    base_url: str
+    headers: tuple[tuple[str, str], ...]
+    timeout_ext: Mapping[str, float | None]
+
+    async def __call__(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        import httpx
+
+        own = {name.lower() for name in headers}
+        sent = [(name, value) for name, value in self.headers if name.lower() not in own]
+        sent.extend(headers.items())
+        try:
+            return await self.exchange(method, self.base_url + path, sent, body, self.timeout_ext)
+        except httpx.TransportError as exc:
+            kind = errors.TimeoutError if isinstance(exc, httpx.TimeoutException) else errors.TransportError
+            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
 
 
 @attrs.frozen
