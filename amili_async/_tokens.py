@@ -279,8 +279,10 @@ class TokenCache:
             with anyio.CancelScope(shield=True):
                 grant = await self._obtain()
         except AmiliError as exc:
-            self._record_failure(exc)
-            raise
+            shared = self._record_failure(exc)
+            if shared is exc:
+                raise
+            raise shared from exc
         finally:
             # Counted once the attempt is over, so every caller that queued while it ran shares its outcome.
             self._attempts += 1
@@ -322,14 +324,15 @@ class TokenCache:
         self._blocked = None
         return self._token
 
-    def _record_failure(self, error: AmiliError) -> None:
+    def _record_failure(self, error: AmiliError) -> AmiliError:
+        """Remember how a login failed; the error every caller gets for it (a refusal: an AuthenticationError)."""
         kind = _failure_kind(error)
         if kind == "outage":
             self._failures += 1
             self._last_error = error
             delay = min(self._backoff_cap, self._backoff * 2 ** (self._failures - 1))
             self._retry_not_before = self._clock() + delay * random.uniform(0.5, 1.0)
-            return
+            return error
         if kind == "refused" and not isinstance(error, AuthenticationError):
             refused = AuthenticationError(
                 error.message, status_code=error.status_code, issues=error.issues, method=error.method, path=error.path
@@ -337,6 +340,7 @@ class TokenCache:
             refused.__cause__ = error
             error = refused
         self._block(error)
+        return copy.copy(error)
 
     def _block(self, error: AmiliError) -> None:
         self._blocked = self._last_error = error
@@ -381,16 +385,22 @@ class TokenCache:
         return usable
 
     async def _poll_store(self, store: TokenStore) -> Any:
-        from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_exponential
+        """Load until a usable token appears, the store fails, or `store_wait` (on our clock) has passed."""
+        from tenacity import AsyncRetrying, retry_if_result, wait_exponential
 
+        give_up_at = self._clock() + self._store_wait
         polling = AsyncRetrying(
-            retry=retry_if_result(lambda found: not self._usable(found) and found is not _FAILED),
+            retry=retry_if_result(lambda found: found is not _FAILED and not self._usable(found)),
             wait=wait_exponential(multiplier=0.05, max=0.5),
-            stop=stop_after_delay(self._store_wait),
-            retry_error_callback=lambda state: None,  # nobody saved one in time: log in ourselves
+            stop=lambda _: self._clock() >= give_up_at,
+            retry_error_callback=lambda _: None,  # nobody saved one in time: we log in ourselves
             sleep=self._sleep,
         )
-        return await polling(lambda: self._store_call(store.load()))
+
+        async def load() -> Any:  # a coroutine function: tenacity awaits only those
+            return await self._store_call(store.load())
+
+        return await polling(load)
 
     async def _store_call(self, call: Awaitable[T]) -> T | Any:
         """`await call`, or `_FAILED` (logged once) when the store raises or is slow: payments never wait on it."""
