@@ -32,7 +32,7 @@ import httpx
 import sniffio
 
 from . import serde
-from ._flow import Clock, Reachability, interruptible, watched
+from ._flow import CURRENT_STOP, Clock, Reachability, interruptible, watched
 from .auth import Auth, Token, TokenCache, TokenEndpoint, TokenStore
 from .errors import (
     AmiliError,
@@ -136,9 +136,10 @@ class Runtime:
                 loop[0], limits=connection.limits, verify=connection.verify, trust_env=connection.trust_env
             )
             self.exchange = exchange_for(self.transport)
-        self.reach = Reachability()
-        self.exchange = watched(self.exchange, self.reach)
-        endpoint = TokenEndpoint(self.exchange, settings.base_url, settings.headers, settings.timeout_ext)
+        self.reach = Reachability()  # told by `Pipeline._send` and, through `watched`, by the token endpoint
+        endpoint = TokenEndpoint(
+            watched(self.exchange, self.reach), settings.base_url, settings.headers, settings.timeout_ext
+        )
         # One clock for the calls, the token cache and the default limiter; it sleeps the way the retry policy
         # does, so `RetryPolicy.no_delay()` keeps tests instant and their deadlines still pass (`_flow.Clock`).
         self.clock = Clock(settings.retry.sleep)
@@ -162,16 +163,10 @@ class Runtime:
         try:
             return await self.limiter.acquire()
         except Exception as exc:
-            self._limiter_failed(exc)
+            self.limiter_failed(exc)
             return 0.0
 
-    async def observe(self, status: int, headers: Mapping[str, str]) -> None:
-        try:
-            await self.limiter.observe(status, headers)
-        except Exception as exc:
-            self._limiter_failed(exc)
-
-    def _limiter_failed(self, exc: Exception) -> None:
+    def limiter_failed(self, exc: Exception) -> None:
         level = logging.DEBUG if self._limiter_warned else logging.WARNING
         self._limiter_warned = True
         logger.log(level, "rate limiter failed (%s); sending without it", type(exc).__name__)
@@ -296,32 +291,17 @@ class Pipeline:
     async def run(self, call: Call) -> ApiResponse:
         runtime = self.bind()
         policy = self.settings.retry
-        clock = runtime.clock
-        state = _CallState(clock)
-        describe = f"{call.method} {call.path}"
-
-        async def attempt(number: int) -> ApiResponse:
-            state.attempts = number
-            try:
-                return await self._attempt(runtime, call, state)
-            except Failure as failure:
-                state.throttled = failure.error if failure.kind is FailureKind.THROTTLED else None
-                raise
-
-        async def pause(seconds: float) -> None:
-            await interruptible(lambda: clock.sleep(seconds, policy.sleep), may_stop=not state.unproven)
-
-        def retrying() -> Awaitable[ApiResponse]:
-            return policy.run(attempt, budget=runtime.budget, describe=describe, elapsed=state.elapsed, pause=pause)
-
+        # One object per call carries what its attempts, waits and deadline error need (no closures: every
+        # object a call allocates is work for the garbage collector at high concurrency).
+        state = _CallState(self, runtime, call)
         if policy.deadline is None:
-            return await retrying()
+            return await policy.run(state, budget=runtime.budget)
         if sys.version_info >= (3, 11) and runtime.loop[0] == "asyncio":
             # asyncio's own timeout costs half of an anyio cancel scope per call (benchmarks/README.md).
             deadline = asyncio.timeout(policy.deadline)
             try:
                 async with deadline:
-                    return await retrying()
+                    return await policy.run(state, budget=runtime.budget)
             except builtins.TimeoutError:
                 if not deadline.expired():
                     raise
@@ -329,7 +309,7 @@ class Pipeline:
             import anyio
 
             with anyio.move_on_after(policy.deadline):
-                return await retrying()
+                return await policy.run(state, budget=runtime.budget)
         raise _deadline_error(call, state, policy.deadline, runtime.tokens)
 
     async def _attempt(self, runtime: Runtime, call: Call, state: _CallState) -> ApiResponse:
@@ -365,7 +345,10 @@ class Pipeline:
         url = settings.base_url + call.path
         if call.params:
             url += "?" + urlencode(call.params)
-        await interruptible(runtime.acquire, may_stop=not state.unproven)
+        if CURRENT_STOP.get() is None:  # the common case: no bulk run that could stop this call
+            await runtime.acquire()
+        else:
+            await interruptible(runtime.acquire, may_stop=not state.unproven)
         state.unproven = call.write
         number = state.attempts
         started = time.monotonic()
@@ -374,13 +357,21 @@ class Pipeline:
                 call.method, url, headers, call.body, settings.timeout_ext
             )
         except httpx.TransportError as exc:
+            runtime.reach.failed()
             _log(call, None, number, started, exc)
             failure = _transport_failure(call, exc, number)
             if not isinstance(failure, _Ambiguous):
                 state.unproven = False  # never reached Amili (or a read): nothing to settle
             raise failure from exc
         _log(call, status, number, started)
-        await runtime.observe(status, response_headers)
+        try:
+            await runtime.limiter.observe(status, response_headers)
+        except Exception as exc:
+            runtime.limiter_failed(exc)
+        if status in (502, 503, 504) and not _asks_to_wait(response_headers):
+            runtime.reach.failed()  # a proxy's page: Amili behind it is not there
+        else:
+            runtime.reach.answered()
         if status in (401, 429):
             state.unproven = False  # refused before any processing
         elif status < 500:
@@ -470,17 +461,37 @@ class Pipeline:
 
 
 class _CallState:
-    """What one call has done so far (see the module docstring)."""
+    """One call: its attempts for the retry policy (`retry.Attempts`), and what it has done so far (see the
+    module docstring)."""
 
-    __slots__ = ("attempts", "clock", "started", "throttled", "token_wait", "unproven")
+    __slots__ = ("attempts", "call", "clock", "pipeline", "runtime", "started", "throttled", "token_wait", "unproven")
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, pipeline: Pipeline, runtime: Runtime, call: Call) -> None:
+        self.pipeline = pipeline
+        self.runtime = runtime
+        self.call = call
+        self.clock = runtime.clock
+        self.started = self.clock.now()
         self.attempts = 0  # sends started
-        self.clock = clock
-        self.started = clock.now()
         self.unproven = False  # a write of this call may have reached Amili, and nothing proved otherwise yet
         self.token_wait = False
         self.throttled: Exception | None = None  # the last attempt was throttled: this says how
+
+    @property
+    def describe(self) -> str:
+        return f"{self.call.method} {self.call.path}"
+
+    async def attempt(self, number: int) -> ApiResponse:
+        self.attempts = number
+        try:
+            return await self.pipeline._attempt(self.runtime, self.call, self)
+        except Failure as failure:
+            self.throttled = failure.error if failure.kind is FailureKind.THROTTLED else None
+            raise
+
+    async def pause(self, seconds: float) -> None:
+        sleep = self.pipeline.settings.retry.sleep
+        await interruptible(lambda: self.clock.sleep(seconds, sleep), may_stop=not self.unproven)
 
     def elapsed(self) -> float:
         """Seconds since the call started, on the client's clock (waits a test's sleep skipped included)."""

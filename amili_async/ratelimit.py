@@ -162,7 +162,7 @@ class AdaptiveRateLimiter:
     @property
     def rate(self) -> float | None:
         """The send rate the limiter paces to right now (sends per second), or None while it is open."""
-        now = self._now()
+        now = self._clock()
         rates = [r for r in (self._cubic_rate(now), self._max_rate) if r is not None]
         if self._end is not None and now < self._end and self._quota > 0:
             rates.append(self._quota / min(self._end - now, _HORIZON))
@@ -172,7 +172,10 @@ class AdaptiveRateLimiter:
 
     async def acquire(self) -> float:
         self._sent += 1
-        now = self._now()
+        now = self._clock()
+        if self._w_max is None and self._end is None and self._max_rate is None:  # open: no wait, no suspension
+            _recent(self._sends, now).append(now)
+            return 0.0
         slot, spilled = self._reserve(now)
         _recent(self._sends, slot).append(slot)
         waited = 0.0
@@ -185,7 +188,7 @@ class AdaptiveRateLimiter:
                     self._spill = max(0, self._spill - 1)
                 raise
             waited += slot - now
-            now = self._now()
+            now = self._clock()
             if cuts == self._cuts and (spilled or holds == self._holds):
                 break
             if spilled:
@@ -194,21 +197,19 @@ class AdaptiveRateLimiter:
         return waited
 
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
-        now = self._now()
+        now = self._clock()
         self._answered += 1
         remaining = _number(headers, "x-ratelimit-remaining")
         if remaining is not None:
             self._window(now, remaining, headers)
-        hinted = "retry-after" in headers or "retry-after-ms" in headers
-        if status == 429 or (status == 503 and hinted):
-            self._throttled(now, hinted, remaining)
-        elif status < 500:
+        if status < 429 or 429 < status < 500:
             _recent(self._accepted, now).append(now)
+        elif status == 429 or status == 503:
+            hinted = "retry-after" in headers or "retry-after-ms" in headers
+            if status == 429 or hinted:
+                self._throttled(now, hinted, remaining)
 
     # -- reservations -----------------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self._clock()
 
     def _reserve(self, now: float) -> tuple[float, bool]:
         """Take the next slot (when this send may go out) and move the pacing pointer past it."""

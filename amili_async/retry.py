@@ -32,7 +32,7 @@ import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import httpx
@@ -40,6 +40,7 @@ import httpx
 from . import serde
 
 __all__ = [
+    "Attempts",
     "Failure",
     "FailureKind",
     "RetryBudget",
@@ -50,6 +51,20 @@ __all__ = [
 
 logger = logging.getLogger("amili_async")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Attempts(Protocol[T_co]):
+    """One call, as `RetryPolicy.run` drives it."""
+
+    @property
+    def describe(self) -> str: ...  # "METHOD /path", for the log
+
+    async def attempt(self, number: int) -> T_co: ...  # send once more; raise `Failure` when that may be retried
+
+    def elapsed(self) -> float: ...  # seconds the call has spent (its planned waits included)
+
+    async def pause(self, seconds: float) -> None: ...  # wait before the next attempt
 
 
 class FailureKind(enum.Enum):
@@ -202,30 +217,20 @@ class RetryPolicy:
             return failure.retry_after + random.uniform(0, min(0.1 * failure.retry_after, self.backoff_base))
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (retry_number - 1)))
 
-    async def run(
-        self,
-        attempt: Callable[[int], Awaitable[T]],
-        *,
-        budget: RetryBudget,
-        describe: str,
-        elapsed: Callable[[], float],
-        pause: Callable[[float], Awaitable[None]] | None = None,
-    ) -> T:
-        """Call `attempt(n)` (n: the how-manieth send of the call) until it returns or the policy gives up.
+    async def run(self, call: Attempts[T], *, budget: RetryBudget) -> T:
+        """Call `call.attempt(n)` (n: the how-manieth send of the call) until it returns or the policy gives up.
 
-        `attempt` returns, raises a `Failure` (maybe retried), or raises anything else (final). A throttled
+        An attempt returns, raises a `Failure` (maybe retried), or raises anything else (final). A throttled
         failure (429, a 503 with `Retry-After`) waits and tries again without spending an attempt or the
         budget; the call's deadline is its only bound. Other failures spend both. When the policy gives up,
-        the error of the last attempt is raised with `attempts` set. `elapsed()` is the time the call has
-        spent; `pause(seconds)` sleeps (default: this policy's `sleep`).
+        the error of the last attempt is raised with `attempts` set.
         """
-        sleep = pause or self.sleep
         sent = failures = throttles = 0
         spent = 0.0
         while True:
             sent += 1
             try:
-                result = await attempt(sent)
+                result = await call.attempt(sent)
             except Failure as failure:
                 throttled = failure.kind is FailureKind.THROTTLED
                 if throttled:
@@ -236,17 +241,17 @@ class RetryPolicy:
                 else:
                     failures += 1
                     wait = self.backoff(failures, failure)
-                if not self._may_wait(failure, wait, elapsed):
-                    logger.info("%s: not retrying, a wait of %.1f s would pass the deadline", describe, wait)
+                if not self._may_wait(failure, wait, call.elapsed):
+                    logger.info("%s: not retrying, a wait of %.1f s would pass the deadline", call.describe, wait)
                     raise _given_up(failure, sent) from failure.error.__cause__
                 if not throttled:
                     cost = budget.withdraw(failure.kind)
                     if not cost:
-                        logger.info("retry budget spent, not retrying %s", describe)
+                        logger.info("retry budget spent, not retrying %s", call.describe)
                         raise _given_up(failure, sent) from failure.error.__cause__
                     spent += cost
-                logger.info("retrying %s: attempt %d failed (%s), next in %.2f s", describe, sent, failure, wait)
-                await sleep(wait)
+                logger.info("retrying %s: attempt %d failed (%s), next in %.2f s", call.describe, sent, failure, wait)
+                await call.pause(wait)
             else:
                 budget.deposit(spent or None)
                 return result
