@@ -47,9 +47,7 @@ print("loop still running:", loop.is_running())
 
 @pytest.fixture
 def kernel() -> Iterator[Any]:
-    manager, client = jupyter_client.manager.start_new_kernel(
-        kernel_name="python3", startup_timeout=60, cwd=str(ROOT)
-    )
+    manager, client = jupyter_client.manager.start_new_kernel(kernel_name="python3", startup_timeout=60, cwd=str(ROOT))
     try:
         yield client
     finally:
