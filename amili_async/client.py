@@ -20,7 +20,8 @@ import attrs
 import httpx
 import sniffio
 
-from . import serde
+from . import _telemetry, serde
+from ._telemetry import REQUEST_ID_HEADER, log
 from ._version import __version__
 from .auth import ApiCodeJwtAuth, Auth, Token, TokenCache
 from .bulk import Outcome, run_many
@@ -230,6 +231,8 @@ class AsyncAmiliClient:
         self._verify = verify
         self._trust_env = trust_env
         self._headers = [("User-Agent", user_agent or _user_agent()), ("Accept", "application/json")]
+        url = httpx.URL(self._base_url)
+        self._telemetry = _telemetry.Telemetry(url.host, url.port or (443 if url.scheme == "https" else 80))
         self._runtime: _Runtime | None = None
         self._closed = False
         self._owner = self  # the client that owns runtime and closed state; views point at it
@@ -325,22 +328,32 @@ class AsyncAmiliClient:
         write: bool | None = None,
         reconcile: Callable[[], Awaitable[Any]] | None = None,
         ok: tuple[int, ...] = (200, 201),
+        operation: str = "amili.request",
     ) -> ApiResponse:
         """Send one logical request through the pipeline (token, retries, reconciliation, errors).
 
         `write` defaults to True for anything but GET. `reconcile`, for a write, is called after an
         ambiguous failure: it returns the record that exists (which then becomes the answer) or None when
-        the write is provably absent (the write is then sent again).
+        the write is provably absent (the write is then sent again). `operation` names the call in spans
+        and log records (a fixed name, never one that carries ids).
         """
         body = None if json is None else serde.dumps(json)
         call = _Call(method, path, params, body, method != "GET" if write is None else write, reconcile, ok)
-        return await self._run(call)
+        # -- telemetry: one operation around the call ----------------------------------------------------
+        op = _telemetry.begin(self._telemetry, operation, method, path, write=call.write)
+        try:
+            response = await self._run(call)
+        except BaseException as exc:
+            _telemetry.end(op, exc)
+            raise
+        _telemetry.end(op, None)
+        return response
 
     async def _run(self, call: _Call) -> ApiResponse:
         runtime = self._bind()
         policy = self._retry
         started = time.monotonic()
-        describe = f"{call.method} {call.path}"
+        describe = f"{call.method} {_telemetry.path_template(call.path)}"  # for log messages: no ids
 
         tried = 0  # attempts started, for the deadline error
 
@@ -384,7 +397,9 @@ class AsyncAmiliClient:
             return await self._reconcile(call, ambiguous, number)
 
     async def _send(self, runtime: _Runtime, call: _Call, token: Token, number: int) -> ApiResponse:
-        headers = [*self._headers, ("X-API-Key", token.value)]
+        op = _telemetry.current()  # the same request id on every attempt of the call
+        request_id = op.request_id if op is not None else _telemetry.new_request_id()
+        headers = [*self._headers, ("X-API-Key", token.value), (REQUEST_ID_HEADER, request_id)]
         if call.body is not None:
             headers.append(("Content-Type", "application/json"))
         url = self._base_url + call.path
@@ -396,18 +411,10 @@ class AsyncAmiliClient:
                 call.method, url, headers, call.body, self._timeout_ext
             )
         except httpx.TransportError as exc:
-            self._log(call, None, number, started, exc)
+            _telemetry.attempt(op, number, started, None, None, exc)  # telemetry: one call per exchange
             raise self._transport_failure(call, exc, number) from exc
-        self._log(call, status, number, started)
+        _telemetry.attempt(op, number, started, status, response_headers)  # telemetry: one call per exchange
         return ApiResponse(status, response_headers, raw)
-
-    def _log(
-        self, call: _Call, status: int | None, number: int, started: float, exc: BaseException | None = None
-    ) -> None:
-        if logger.isEnabledFor(logging.DEBUG):
-            elapsed = (time.monotonic() - started) * 1000
-            outcome = status if exc is None else type(exc).__name__
-            logger.debug("%s %s -> %s attempt=%d elapsed_ms=%.1f", call.method, call.path, outcome, number, elapsed)
 
     def _transport_failure(self, call: _Call, exc: httpx.TransportError, number: int) -> Exception:
         kind = classify_exception(exc)
@@ -479,13 +486,13 @@ class AsyncAmiliClient:
                 f"{ambiguous}; looking the write up to see whether it was applied failed too ({exc})", **where
             ) from exc
         if found is not None:
-            logger.info("%s %s: %s; found the record it created, using it", call.method, call.path, ambiguous)
+            log.info("%s %s: %s; found the record it created, using it", call.method, _template(call), ambiguous)
             response = ApiResponse(200, {}, b"")
             response.payload = found
             return response
         if ambiguous.error is not None and ambiguous.error.status_code == 409:
             raise ambiguous.error
-        logger.info("%s %s: %s; verified not applied, safe to send again", call.method, call.path, ambiguous)
+        log.info("%s %s: %s; verified not applied, safe to send again", call.method, _template(call), ambiguous)
         error = ambiguous.error or TransportError(str(ambiguous), **where)
         error.message = f"{error.message} (verified not applied)"
         raise Failure(error, FailureKind.NOT_SENT)
@@ -498,13 +505,16 @@ class AsyncAmiliClient:
         # The provider's headers replace the client's defaults of the same name (no doubled Accept).
         own = {name.lower() for name in headers}
         defaults = [(name, value) for name, value in self._headers if name.lower() not in own]
+        started = time.monotonic()
         try:
             status, response_headers, raw = await runtime.exchange(
                 method, self._base_url + path, [*defaults, *headers.items()], body, self._timeout_ext
             )
         except httpx.TransportError as exc:
+            _telemetry.token_request(self._telemetry, method, path, started, None, exc)  # telemetry
             kind = TimeoutError if isinstance(exc, httpx.TimeoutException) else TransportError
             raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
+        _telemetry.token_request(self._telemetry, method, path, started, status, None)  # telemetry
         return status, response_headers, raw
 
     # -- actions ---------------------------------------------------------------------------------------
@@ -520,25 +530,36 @@ class AsyncAmiliClient:
 
     async def execute(self, action: Action) -> Receipt | RespiteReceipt:
         """Run one action. Raises an `AmiliError` whose `action` and `reference` say which one failed."""
+        return await self._execute(action, "amili.execute")
+
+    async def _execute(self, action: Action, operation: str) -> Receipt | RespiteReceipt:
+        """`execute`, named `operation` in spans and logs (resources name theirs: `amili.respite.grant`)."""
+        # -- telemetry: one operation around the action ----------------------------------------------------
+        op = _telemetry.begin(self._telemetry, operation, "POST", action.path, write=True, kind=action.kind)
         try:
+            result: Receipt | RespiteReceipt
             if isinstance(action, RespiteGrant):
-                return await self._grant_respite(action)
-            lookup = action.lookup_filter()
-            reconcile = None
-            if lookup is not None:
+                result = await self._grant_respite(action)
+            else:
+                lookup = action.lookup_filter()
+                reconcile = None
+                if lookup is not None:
 
-                async def reconcile() -> Any:
-                    return await self._find_one(action.path, lookup)
+                    async def reconcile() -> Any:
+                        return await self._find_one(action.path, lookup)
 
-            body = serde.dumps(serde.converter().unstructure(action))
-            call = _Call("POST", action.path, None, body, True, reconcile)
-            response = await self._run(call)
-            receipt: Receipt = serde.structure_document(response.payload, RECEIPT_FOR[type(action)])
-            return receipt
-        except AmiliError as exc:
-            exc.action = action
-            exc.reference = action.reference
+                body = serde.dumps(serde.converter().unstructure(action))
+                call = _Call("POST", action.path, None, body, True, reconcile)
+                response = await self._run(call)
+                result = serde.structure_document(response.payload, RECEIPT_FOR[type(action)])
+        except BaseException as exc:
+            if isinstance(exc, AmiliError):
+                exc.action = action
+                exc.reference = action.reference
+            _telemetry.end(op, exc)
             raise
+        _telemetry.end(op, None)
+        return _telemetry.stamp(result, op)  # type: ignore[no-any-return]
 
     async def _grant_respite(self, action: RespiteGrant) -> RespiteReceipt:
         body = serde.dumps(serde.converter().unstructure(action))
@@ -568,13 +589,20 @@ class AsyncAmiliClient:
     async def _find_one(self, path: str, where: Mapping[str, Any]) -> Any:
         """The first document matching `where`, or None when there is none."""
         params = {"where": serde.dumps(where).decode(), "max_results": "2"}
-        response = await self._run(_Call("GET", path, params))
+        # -- telemetry: the lookup is a child operation of the write it reconciles (same request id) -------
+        op = _telemetry.begin(self._telemetry, "amili.reconcile", "GET", path)
+        try:
+            response = await self._run(_Call("GET", path, params))
+        except BaseException as exc:
+            _telemetry.end(op, exc)
+            raise
+        _telemetry.end(op, None)
         payload = response.payload
         items = payload.get("_items") if isinstance(payload, Mapping) else None
         if not isinstance(items, list):
             raise ResponseDecodeError("a list answer without _items", method="GET", path=path)
         if len(items) > 1:
-            logger.warning("%s: more than one record matches a reference; using the first", path)
+            log.warning("%s: more than one record matches a reference; using the first", path)
         return items[0] if items else None
 
     def execute_many(
@@ -586,6 +614,10 @@ class AsyncAmiliClient:
         free up. Consume it to the end, or close it (`async with aclosing(...)`) to stop early.
         """
         return run_many(self.execute, actions, concurrency=concurrency)
+
+
+def _template(call: _Call) -> str:
+    return _telemetry.path_template(call.path)
 
 
 class _Ambiguous(Exception):

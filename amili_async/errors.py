@@ -25,7 +25,9 @@ AmiliError                      base of everything below
 
 Every error carries `message`, `status_code` (None when Amili sent no answer), `issues` (Eve's `_issues`
 normalised to field -> tuple of messages), `method` and `path` (never the query string, never headers),
-`body` (a short excerpt for non-JSON answers) and `attempts` (how many times the request was sent).
+`body` (a short excerpt for non-JSON answers), `attempts` (how many times the request was sent),
+`request_id` (the `X-Request-ID` the SDK sent with every attempt of the call; None when nothing was sent)
+and `server_request_id` (an id Amili, or a proxy in front of it, answered with, when it sent one).
 No error ever holds a token, an API code or a key: requests are never attached to exceptions.
 """
 
@@ -70,6 +72,10 @@ class AmiliError(Exception):
     #: The action (and its business reference) that failed, set when the error comes from `execute`.
     action: Any = None
     reference: str | None = None
+    #: The `X-Request-ID` sent with every attempt of the call (None when the error came before any request),
+    #: and the id Amili or a proxy answered with, if any: quote them when asking Amili about a call.
+    request_id: str | None = None
+    server_request_id: str | None = None
 
     def __init__(
         self,

@@ -22,7 +22,6 @@ tenacity runs the loop, and only after a first attempt failed: the success path 
 from __future__ import annotations
 
 import enum
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -31,7 +30,8 @@ from typing import Any, TypeVar
 import attrs
 import httpx
 
-from . import serde
+from . import _telemetry, serde
+from ._telemetry import log as logger  # adds the running call's structured fields to every record
 
 __all__ = [
     "Failure",
@@ -42,7 +42,6 @@ __all__ = [
     "retry_after_seconds",
 ]
 
-logger = logging.getLogger("amili_async")
 T = TypeVar("T")
 
 RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -67,6 +66,12 @@ def classify_exception(exc: BaseException) -> FailureKind:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)):
         return FailureKind.FATAL
     return FailureKind.AMBIGUOUS
+
+
+def _summary(exc: BaseException | None) -> str:
+    error = exc.error if isinstance(exc, Failure) else exc
+    status = getattr(error, "status_code", None)
+    return f"{type(error).__name__}{f' {status}' if status is not None else ''}"
 
 
 class Failure(Exception):
@@ -256,11 +261,13 @@ class RetryPolicy:
 
         def before_sleep(retry_state: RetryCallState) -> None:
             exc = retry_state.outcome.exception() if retry_state.outcome else None
+            kind = exc.kind if isinstance(exc, Failure) else FailureKind.AMBIGUOUS
+            _telemetry.waited(kind.name.lower(), retry_state.upcoming_sleep)  # telemetry: one call per wait
             logger.info(
                 "retrying %s: attempt %d failed (%s), next in %.2f s",
                 describe,
                 state["number"],
-                exc,
+                _summary(exc),  # the error's class and status: its message may quote ids
                 retry_state.upcoming_sleep,
             )
 

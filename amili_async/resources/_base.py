@@ -49,9 +49,10 @@ class Pipeline(Protocol):
         json: Any = None,
         write: bool | None = None,
         ok: tuple[int, ...] = (200, 201),
+        operation: str = ...,
     ) -> ApiResponse: ...
 
-    async def execute(self, action: Action) -> Any: ...
+    async def _execute(self, action: Action, operation: str) -> Any: ...
 
     def with_options(self, *, timeout: httpx.Timeout | float | None = None) -> Pipeline: ...
 
@@ -85,6 +86,7 @@ class AsyncPager(Generic[T]):
         sort: str | None = None,
         max_results: int = 25,
         limit: int | None = None,
+        operation: str = "amili.list",
     ) -> None:
         list_params(where, sort, max_results, 1)  # validate now, before anything is sent
         self._pipeline = pipeline
@@ -94,6 +96,7 @@ class AsyncPager(Generic[T]):
         self._sort = sort
         self._max_results = max_results
         self._limit = limit
+        self._operation = operation  # each page is one operation of this name
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self._items()
@@ -112,7 +115,7 @@ class AsyncPager(Generic[T]):
         fetched = 0
         while True:
             params = list_params(self._where, self._sort, self._max_results, page)
-            response = await self._pipeline.request("GET", self._path, params=params)
+            response = await self._pipeline.request("GET", self._path, params=params, operation=self._operation)
             payload = response.payload
             items = payload.get("_items") if isinstance(payload, Mapping) else None
             if not isinstance(items, list):

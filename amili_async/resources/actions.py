@@ -28,14 +28,18 @@ def _pipe(pipeline: Pipeline, timeout: Timeout) -> Pipeline:
 class _ActionResource(Generic[R]):
     path: str
     receipt: type[R]
+    name: str  # in operation names: `amili.<name>.create`
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
+        self._create = f"amili.{self.name}.create"
 
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""
         _validate.object_id("id", id)
-        response = await _pipe(self._pipeline, timeout).request("GET", f"{self.path}/{id}")
+        response = await _pipe(self._pipeline, timeout).request(
+            "GET", f"{self.path}/{id}", operation=f"amili.{self.name}.get"
+        )
         return serde.structure_document(response.payload, self.receipt)
 
     def list(
@@ -56,12 +60,14 @@ class _ActionResource(Generic[R]):
             sort=sort,
             max_results=max_results,
             limit=limit,
+            operation=f"amili.{self.name}.list",
         )
 
 
 class CreditorPayments(_ActionResource[PaymentReceipt]):
     path = CreditorPayment.path
     receipt = PaymentReceipt
+    name = "creditor_payments"
 
     async def create(
         self,
@@ -93,12 +99,13 @@ class CreditorPayments(_ActionResource[PaymentReceipt]):
             client_registration_date=client_registration_date,
             origin=origin,
         )
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await _pipe(self._pipeline, timeout)._execute(action, self._create)  # type: ignore[no-any-return]
 
 
 class CreditorCreditings(_ActionResource[CreditingReceipt]):
     path = CreditorCrediting.path
     receipt = CreditingReceipt
+    name = "creditor_creditings"
 
     async def create(
         self,
@@ -126,12 +133,13 @@ class CreditorCreditings(_ActionResource[CreditingReceipt]):
             client_registration_date=client_registration_date,
             origin=origin,
         )
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await _pipe(self._pipeline, timeout)._execute(action, self._create)  # type: ignore[no-any-return]
 
 
 class CreditorCancellations(_ActionResource[CancellationReceipt]):
     path = CreditorCancellation.path
     receipt = CancellationReceipt
+    name = "creditor_cancellations"
 
     async def create(
         self,
@@ -144,4 +152,4 @@ class CreditorCancellations(_ActionResource[CancellationReceipt]):
     ) -> CancellationReceipt:
         """Cancel a case entirely. A lost answer is settled by looking for the case's cancellation."""
         action = CreditorCancellation(creditor=creditor, case=case, invoice_number=invoice_number, origin=origin)
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await _pipe(self._pipeline, timeout)._execute(action, self._create)  # type: ignore[no-any-return]

@@ -25,7 +25,9 @@ class Cases:
 
     async def get(self, case_id: str, *, timeout: Timeout = None) -> Case:
         _validate.object_id("case_id", case_id)
-        response = await _pipe(self._pipeline, timeout).request("GET", f"{self.path}/{case_id}")
+        response = await _pipe(self._pipeline, timeout).request(
+            "GET", f"{self.path}/{case_id}", operation="amili.cases.get"
+        )
         return serde.structure_document(response.payload, Case)
 
     def list(
@@ -45,6 +47,7 @@ class Cases:
             sort=sort,
             max_results=max_results,
             limit=limit,
+            operation="amili.cases.list",
         )
 
 
@@ -58,7 +61,9 @@ class Respite:
         """Whether a respite may be granted now: 200 is yes; 206 is no, with the reasons in `issues`."""
         _validate.object_id("case_id", case_id)
         path = f"/domain-actions/cases/respite/{case_id}"
-        response = await _pipe(self._pipeline, timeout).request("GET", path, ok=(200, 206))
+        response = await _pipe(self._pipeline, timeout).request(
+            "GET", path, ok=(200, 206), operation="amili.respite.check"
+        )
         payload = response.payload
         raw_issues = payload.get("issues", payload.get("_issues")) if isinstance(payload, Mapping) else None
         issues = tuple(m for messages in normalise_issues(raw_issues).values() for m in messages)
@@ -67,4 +72,4 @@ class Respite:
     async def grant(self, case_id: str, *, days: int, timeout: Timeout = None) -> RespiteReceipt:
         """Postpone the case by `days`. Raises `RespiteNotAllowedError` (with `issues`) when Amili refuses."""
         action = RespiteGrant(case=case_id, days=days)
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await _pipe(self._pipeline, timeout)._execute(action, "amili.respite.grant")  # type: ignore[no-any-return]

@@ -43,7 +43,8 @@ class FakeCreditor:
 class RecordedRequest:
     """One request as the fake received it. `json` holds floats as `Decimal`; `X-API-Key` is never kept.
 
-    `status` is None when no answer was sent (drop, connect error); `fault` names the fault that fired.
+    `status` is None when no answer was sent (drop, connect error); `fault` names the fault that fired;
+    `request_id` is the `X-Request-ID` header it came with (every attempt of one SDK call sends the same).
     """
 
     method: str
@@ -52,6 +53,7 @@ class RecordedRequest:
     json: Any
     status: int | None = None
     fault: str | None = None
+    request_id: str | None = None
 
 
 def _money(value: Decimal | int | str) -> Decimal:
@@ -248,7 +250,13 @@ class FakeAmili:
                 body = MALFORMED
         record: RecordedRequest | None = None
         if self._record:
-            record = RecordedRequest(req.method, req.path, dict(req.query), None if body is MALFORMED else body)
+            record = RecordedRequest(
+                req.method,
+                req.path,
+                dict(req.query),
+                None if body is MALFORMED else body,
+                request_id=req.headers.get("x-request-id"),
+            )
             self._requests.append(record)
         fault = self._faults.pick(req.method, req.path)
         outcome = self._run(fault, req, body)

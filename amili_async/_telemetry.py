@@ -1,0 +1,348 @@
+"""Seen from the outside: request ids, structured log fields, and OpenTelemetry spans and metrics.
+
+The pipeline reports what happens through a handful of hooks, and this module turns that into what people
+operating a payment service look at:
+
+    op = begin(telemetry, name, method, path)   an SDK operation starts (`amili.creditor_payments.create`, ...)
+    attempt(op, method, path, ...)              one HTTP exchange of it finished (answered or failed)
+    waited(reason, seconds)                     the retry policy waits before the next attempt
+    token_request(...)                          the token endpoint was asked for a token
+    end(op, error)                              the operation finished; returns its outcome
+
+The operation in progress is kept in a context variable, so log records emitted anywhere inside it (the
+retry policy, reconciliation) carry its fields without threading it through every call, and a lookup run
+while a write is reconciled becomes that write's child (same request id, its own span).
+
+Costs: without OpenTelemetry nothing of it is imported, ever; we look at `sys.modules` for it, so an
+application that never imported OpenTelemetry pays two dictionary look-ups per operation. With the API
+imported but no SDK configured (the global providers are still the API's proxies), we stop there as well.
+Only a configured provider makes us import `_otel`, which builds spans and records metrics.
+
+Nothing here ever records an id of Amili's (case, creditor, payment), a query value, an amount or a secret:
+paths are reduced to templates (`/cases/{id}`), errors to their class names.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from .errors import AmiliError, OutcomeUnknownError
+
+if TYPE_CHECKING:
+    from ._otel import Otel
+
+__all__ = [
+    "REQUEST_ID_HEADER",
+    "Operation",
+    "Telemetry",
+    "attempt",
+    "begin",
+    "current",
+    "end",
+    "log",
+    "path_template",
+    "stamp",
+    "token_request",
+    "waited",
+]
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Where a server or a proxy in front of it may put its own id for a request (header look-ups ignore case).
+_SERVER_ID_HEADERS = ("x-request-id", "request-id", "x-correlation-id")
+_ID_SEGMENT = re.compile(r"/[^/]*\d[^/]*")  # a path segment with a digit in it is an id, never a route name
+
+_CURRENT: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("amili_async_operation", default=None)
+
+# Outcomes of an operation (`amili.outcome` on its span and log records).
+APPLIED = "applied"  # a write Amili answered 2xx
+RECOVERED = "recovered_by_reference"  # a write whose answer was lost, found again by its reference
+RESENT = "resent_after_proof"  # a write proven absent after a lost answer, sent again and applied
+UNKNOWN = "unknown"  # OutcomeUnknownError: it may or may not have been applied
+OK = "ok"  # a read that was answered
+ERROR = "error"  # any other error; `error.type` names it
+CANCELLED = "cancelled"
+
+
+def new_request_id() -> str:
+    """32 random hex digits: unique per call, unguessable, and as cheap as it gets (about 0.3 µs)."""
+    return os.urandom(16).hex()
+
+
+@functools.lru_cache(maxsize=512)  # a write's path is the same every call; a read's may carry an id
+def path_template(path: str) -> str:
+    """`/cases/68e4c40d93ee14723d28fa95` -> `/cases/{id}`: the route without the ids it carries."""
+    return _ID_SEGMENT.sub("/{id}", path)
+
+
+def error_type(error: BaseException) -> str:
+    """`httpx.ReadTimeout`, `amili_async.OutcomeUnknownError`: a class name, never a message."""
+    cls = type(error)
+    package = cls.__module__.partition(".")[0]
+    return cls.__qualname__ if package == "builtins" else f"{package}.{cls.__qualname__}"
+
+
+class Telemetry:
+    """One client's view of OpenTelemetry: the tracer and instruments of the providers currently set.
+
+    Looked up on every operation, so a provider configured after the client was built is picked up; rebuilt
+    only when the global providers change.
+    """
+
+    __slots__ = ("_otel", "server_address", "server_port")
+
+    def __init__(self, server_address: str | None, server_port: int | None) -> None:
+        self.server_address = server_address
+        self.server_port = server_port
+        self._otel: Otel | None = None
+
+    def otel(self) -> Otel | None:
+        """The spans and metrics to produce, or None when no OpenTelemetry provider is configured."""
+        modules = sys.modules
+        trace = modules.get("opentelemetry.trace")
+        metrics = modules.get("opentelemetry.metrics")
+        if trace is None and metrics is None:  # never imported: nobody can have configured anything
+            return None
+        tracer_provider = trace.get_tracer_provider() if trace is not None else None
+        meter_provider = metrics.get_meter_provider() if metrics is not None else None
+        otel = self._otel
+        if otel is None or otel.tracer_provider is not tracer_provider or otel.meter_provider is not meter_provider:
+            from ._otel import Otel
+
+            self._otel = otel = Otel(tracer_provider, meter_provider, self.server_address, self.server_port)
+        return otel if otel.active else None
+
+
+class Operation:
+    """One SDK call as the outside sees it: its name, request id, attempts and, at the end, its outcome."""
+
+    __slots__ = (
+        "_template",
+        "attempt",
+        "kind",
+        "looked_up",
+        "method",
+        "name",
+        "otel",
+        "otel_token",
+        "outcome",
+        "parent",
+        "path",
+        "request_id",
+        "resent",
+        "sends",
+        "server_request_id",
+        "span",
+        "started",
+        "status",
+        "token",
+        "write",
+    )
+
+    def __init__(self, name: str, method: str, path: str, write: bool, kind: str | None, parent: Operation | None):
+        self.name = name
+        self.method = method
+        self.path = path
+        self.write = write
+        self.kind = kind
+        self.parent = parent
+        self.request_id: str = parent.request_id if parent is not None else new_request_id()
+        self.server_request_id: str | None = None
+        self.started = time.monotonic()
+        self.attempt = 0  # the retry policy's attempt number of the last exchange
+        self.sends = 0  # HTTP exchanges, a 401 replay included
+        self.status: int | None = None  # the last HTTP status (None: no answer)
+        self.looked_up = False  # a reconciliation lookup ran (a child operation)
+        self.resent = False  # an attempt was sent after such a lookup
+        self.outcome: str | None = None
+        self._template: str | None = None
+        self.otel: Otel | None = None
+        self.span: Any = None
+        self.otel_token: Any = None
+        self.token: contextvars.Token[Operation | None] | None = None
+
+    @property
+    def template(self) -> str:
+        if self._template is None:
+            self._template = path_template(self.path)
+        return self._template
+
+    def elapsed_ms(self) -> float:
+        return round((time.monotonic() - self.started) * 1000, 3)
+
+    def log_fields(self) -> dict[str, Any]:
+        return {
+            "amili.operation": self.name,
+            "amili.path_template": self.template,
+            "amili.attempt": self.attempt,
+            "amili.outcome": self.outcome,
+            "amili.request_id": self.request_id,
+            "amili.elapsed_ms": self.elapsed_ms(),
+        }
+
+
+def current() -> Operation | None:
+    """The operation running in this context, if any."""
+    return _CURRENT.get()
+
+
+def begin(
+    telemetry: Telemetry, name: str, method: str, path: str, *, write: bool | None = None, kind: str | None = None
+) -> Operation:
+    """An operation starts. Inside another one (a lookup while a write is reconciled) it is its child."""
+    parent = _CURRENT.get()
+    op = Operation(name, method, path, method != "GET" if write is None else write, kind, parent)
+    if parent is not None:
+        parent.looked_up = True
+    op.token = _CURRENT.set(op)
+    otel = telemetry.otel()
+    if otel is not None:
+        op.otel = otel
+        otel.begin(op)
+    return op
+
+
+def attempt(
+    op: Operation | None,
+    number: int,
+    started: float,
+    status: int | None,
+    headers: Mapping[str, str] | None,
+    error: BaseException | None = None,
+) -> None:
+    """One HTTP exchange of `op` finished: `status` and `headers` of the answer, or the `error` instead.
+
+    `started` is the `time.monotonic()` taken just before sending.
+    """
+    if op is None:
+        return
+    op.attempt = number
+    op.sends += 1
+    op.status = status
+    if op.looked_up:
+        op.resent = True
+    if headers is not None:
+        for name in _SERVER_ID_HEADERS:
+            value = headers.get(name)
+            if value:
+                op.server_request_id = value[:128]
+                break
+    if log.isEnabledFor(logging.DEBUG):
+        result = str(status) if error is None else type(error).__name__
+        elapsed = (time.monotonic() - started) * 1000
+        log.debug(
+            "%s %s -> %s (attempt %d, %.1f ms)",
+            op.method,
+            op.template,
+            result,
+            number,
+            elapsed,
+            extra={"amili.outcome": result},
+        )
+    if op.otel is not None:
+        op.otel.attempt(op, started, status, error)
+
+
+def waited(reason: str, seconds: float) -> None:
+    """The retry policy waits `seconds` before the next attempt; `reason` is "throttled" for a 429."""
+    op = _CURRENT.get()
+    if op is not None and op.otel is not None:
+        op.otel.waited(op, reason, seconds)
+
+
+def token_request(
+    telemetry: Telemetry, method: str, path: str, started: float, status: int | None, error: BaseException | None
+) -> None:
+    """The token endpoint was asked for a token (one request per token lifetime, shared by all calls)."""
+    otel = telemetry.otel()
+    if otel is not None:
+        otel.token_request(_CURRENT.get(), method, path_template(path), started, status, error)
+
+
+def end(op: Operation, error: BaseException | None) -> str:
+    """The operation finished (with `error`, or not); records and returns its outcome."""
+    if error is None:
+        if not op.write:
+            outcome = OK
+        elif op.status is not None and 200 <= op.status < 300:
+            outcome = RESENT if op.resent else APPLIED
+        else:  # the answer came from a lookup, not from the write's own exchange
+            outcome = RECOVERED
+    elif isinstance(error, OutcomeUnknownError):
+        outcome = UNKNOWN
+    elif isinstance(error, AmiliError):
+        outcome = ERROR
+    else:
+        outcome = CANCELLED if _is_cancellation(error) else ERROR
+    op.outcome = outcome
+    if isinstance(error, AmiliError) and error.request_id is None:
+        error.request_id = op.request_id
+        error.server_request_id = op.server_request_id
+    try:
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s: %s after %d attempt(s), %.1f ms%s",
+                op.name,
+                outcome,
+                op.attempt,
+                op.elapsed_ms(),
+                "" if error is None else f" ({error_type(error)})",
+            )
+        if op.otel is not None:
+            op.otel.end(op, error)
+    finally:
+        if op.token is not None:
+            _CURRENT.reset(op.token)
+    return outcome
+
+
+def stamp(result: Any, op: Operation) -> Any:
+    """Record the call's request ids on a receipt (frozen: set the way attrs itself does)."""
+    object.__setattr__(result, "request_id", op.request_id)
+    object.__setattr__(result, "server_request_id", op.server_request_id)
+    return result
+
+
+def _is_cancellation(error: BaseException) -> bool:
+    import asyncio
+
+    if isinstance(error, asyncio.CancelledError):
+        return True
+    trio = sys.modules.get("trio")
+    return trio is not None and isinstance(error, trio.Cancelled)
+
+
+class _SdkLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """The `amili_async` logger, adding the running operation's fields to every record as `extra`.
+
+    The fields are always there (None outside an operation), so a JSON log pipeline can rely on them:
+    `amili.operation`, `amili.path_template`, `amili.attempt`, `amili.outcome`, `amili.request_id`,
+    `amili.elapsed_ms`. Work happens only for records that pass the level check.
+    """
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        op = _CURRENT.get()
+        fields = op.log_fields() if op is not None else dict.fromkeys(_FIELDS)
+        extra = kwargs.get("extra")
+        if extra:
+            fields.update(extra)
+        kwargs["extra"] = fields
+        return msg, kwargs
+
+
+_FIELDS = (
+    "amili.operation",
+    "amili.path_template",
+    "amili.attempt",
+    "amili.outcome",
+    "amili.request_id",
+    "amili.elapsed_ms",
+)
+log = _SdkLogger(logging.getLogger("amili_async"), {})
