@@ -261,6 +261,10 @@ def token_request(
     telemetry: Telemetry, method: str, path: str, started: float, status: int | None, error: BaseException | None
 ) -> None:
     """The token endpoint was asked for a token (one request per token lifetime, shared by all calls)."""
+    if log.isEnabledFor(logging.DEBUG):
+        result = str(status) if error is None else type(error).__name__
+        elapsed = (time.monotonic() - started) * 1000
+        log.debug("%s %s -> %s (token, %.1f ms)", method, path_template(path), result, elapsed)
     otel = telemetry.otel()
     if otel is not None:
         otel.token_request(_CURRENT.get(), method, path_template(path), started, status, error)
