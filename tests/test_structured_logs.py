@@ -101,13 +101,15 @@ async def test_every_sdk_record_carries_the_fields(caplog: pytest.LogCaptureFixt
 
     # The retried read: its attempts 1 and 2, what each got, and a retry record between them.
     read = [r for r in records if getattr(r, "amili.operation") == "amili.cases.get"]
-    attempts = [(getattr(r, "amili.attempt"), getattr(r, "amili.outcome")) for r in read if "->" in r.getMessage()]
+    attempts = [
+        (getattr(r, "amili.attempt"), getattr(r, "amili.outcome")) for r in read if "(attempt" in r.getMessage()
+    ]
     assert attempts == [(1, "503"), (2, "200")]
     assert any(r.getMessage().startswith("retrying GET /cases/{id}") and r.levelno == logging.INFO for r in read)
     assert {getattr(r, "amili.path_template") for r in read} == {"/cases/{id}"}
 
     throttled = [r for r in records if getattr(r, "amili.operation") == "amili.creditor_creditings.create"]
-    assert [getattr(r, "amili.outcome") for r in throttled if "->" in r.getMessage()] == ["429", "201"]
+    assert [getattr(r, "amili.outcome") for r in throttled if "(attempt" in r.getMessage()] == ["429", "201"]
     unknown = [r for r in by_request[ran["unknown"].request_id] if r.getMessage().startswith("amili.execute:")]
     assert [getattr(r, "amili.outcome") for r in unknown] == ["unknown"]
 
