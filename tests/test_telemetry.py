@@ -20,14 +20,12 @@ import pytest
 pytest.importorskip("opentelemetry.sdk")
 
 from opentelemetry import metrics, trace
-from opentelemetry.metrics import _internal as metrics_internal
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
-from opentelemetry.util._once import Once
 
 from amili_async import (
     AmiliClient,
@@ -83,17 +81,13 @@ class Recorded:
 
 
 @pytest.fixture
-def otel(monkeypatch: pytest.MonkeyPatch) -> Iterator[Recorded]:
+def otel(fresh_otel_globals: None) -> Iterator[Recorded]:
     """Fresh global providers for one test (OpenTelemetry allows setting them once per process)."""
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
     meter_provider = MeterProvider(metric_readers=[reader])
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER", None)
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     yield Recorded(exporter, reader)
@@ -397,13 +391,9 @@ async def test_nothing_about_ids_amounts_queries_or_secrets_reaches_telemetry(
 
 
 async def test_no_configured_provider_means_no_spans_and_no_cost_path(
-    fake: FakeAmili, creditor: FakeCreditor, case_id: str, monkeypatch: pytest.MonkeyPatch
+    fake: FakeAmili, creditor: FakeCreditor, case_id: str, fresh_otel_globals: None
 ) -> None:
     """The API is imported but no SDK is set (the proxies are in place): calls work and record nothing."""
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
-    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER_SET_ONCE", Once())
-    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER", None)
     async with client(fake, creditor) as amili:
         receipt = await pay(amili, creditor, case_id)
         assert amili._telemetry.otel() is None
