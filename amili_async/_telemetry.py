@@ -55,8 +55,6 @@ __all__ = [
 ]
 
 REQUEST_ID_HEADER = "X-Request-ID"
-# Where a server or a proxy in front of it may put its own id for a request (header look-ups ignore case).
-_SERVER_ID_HEADERS = ("x-request-id", "request-id", "x-correlation-id")
 _ID_SEGMENT = re.compile(r"/[^/]*\d[^/]*")  # a path segment with a digit in it is an id, never a route name
 
 _CURRENT: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("amili_async_operation", default=None)
@@ -96,22 +94,24 @@ class Telemetry:
     only when the global providers change.
     """
 
-    __slots__ = ("_otel", "server_address", "server_port")
+    __slots__ = ("_from_env", "_otel", "server_address", "server_port")
 
     def __init__(self, server_address: str | None, server_port: int | None) -> None:
         self.server_address = server_address
         self.server_port = server_port
         self._otel: Otel | None = None
+        # Providers named in the environment are loaded by the API's getters on first use: then always ask them.
+        self._from_env = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ or "OTEL_PYTHON_METER_PROVIDER" in os.environ
 
     def otel(self) -> Otel | None:
         """The spans and metrics to produce, or None when no OpenTelemetry provider is configured."""
         modules = sys.modules
         trace = modules.get("opentelemetry.trace")
-        metrics = modules.get("opentelemetry.metrics")
+        metrics = modules.get("opentelemetry.metrics._internal")
         if trace is None and metrics is None:  # never imported: nobody can have configured anything
             return None
-        tracer_provider = trace.get_tracer_provider() if trace is not None else None
-        meter_provider = metrics.get_meter_provider() if metrics is not None else None
+        tracer_provider = _provider(trace, "_TRACER_PROVIDER", "get_tracer_provider", self._from_env)
+        meter_provider = _provider(metrics, "_METER_PROVIDER", "get_meter_provider", self._from_env)
         otel = self._otel
         if otel is None or otel.tracer_provider is not tracer_provider or otel.meter_provider is not meter_provider:
             from ._otel import Otel
@@ -120,52 +120,50 @@ class Telemetry:
         return otel if otel.active else None
 
 
+_UNSET = object()
+
+
+def _provider(module: Any, variable: str, getter: str, from_env: bool) -> Any:
+    """The global provider the application set, or None when it set none.
+
+    The API's public getters check `os.environ` on every call while no provider is set, which costs about
+    1.7 µs each; the module variable they read is the same answer for a dictionary look-up. Should a later
+    API version rename it, the public getter answers instead (slower, never wrong).
+    """
+    if module is None:
+        return None
+    provider = getattr(module, variable, _UNSET)
+    if provider is _UNSET or (provider is None and from_env):
+        return getattr(module, getter)()
+    return provider
+
+
 class Operation:
-    """One SDK call as the outside sees it: its name, request id, attempts and, at the end, its outcome."""
+    """One SDK call as the outside sees it: its name, request id, attempts and, at the end, its outcome.
 
-    __slots__ = (
-        "_template",
-        "attempt",
-        "kind",
-        "looked_up",
-        "method",
-        "name",
-        "otel",
-        "otel_token",
-        "outcome",
-        "parent",
-        "path",
-        "request_id",
-        "resent",
-        "sends",
-        "server_request_id",
-        "span",
-        "started",
-        "status",
-        "token",
-        "write",
-    )
+    What most calls never change is a class default, so starting an operation assigns six attributes.
+    """
 
-    def __init__(self, name: str, method: str, path: str, write: bool, kind: str | None, parent: Operation | None):
+    attempt = 0  # the retry policy's attempt number of the last exchange
+    sends = 0  # HTTP exchanges, a 401 replay included
+    status: int | None = None  # the status of the last exchange (None: no answer)
+    server_request_id: str | None = None
+    looked_up = False  # a reconciliation lookup (a child operation) ran
+    resent = False  # an exchange was sent after such a lookup
+    outcome: str | None = None
+    otel: Otel | None = None
+    span: Any = None
+    otel_token: Any = None
+    _template: str | None = None
+
+    def __init__(self, name: str, method: str, path: str, write: bool, kind: str | None, request_id: str) -> None:
         self.name = name
         self.method = method
         self.path = path
         self.write = write
         self.kind = kind
-        self.parent = parent
-        self.request_id: str = parent.request_id if parent is not None else new_request_id()
-        self.server_request_id: str | None = None
+        self.request_id = request_id
         self.started = time.monotonic()
-        self.attempt = 0  # the retry policy's attempt number of the last exchange
-        self.sends = 0  # HTTP exchanges, a 401 replay included
-        self.status: int | None = None  # the last HTTP status (None: no answer)
-        self.looked_up = False  # a reconciliation lookup ran (a child operation)
-        self.resent = False  # an attempt was sent after such a lookup
-        self.outcome: str | None = None
-        self._template: str | None = None
-        self.otel: Otel | None = None
-        self.span: Any = None
-        self.otel_token: Any = None
         self.token: contextvars.Token[Operation | None] | None = None
 
     @property
@@ -198,8 +196,10 @@ def begin(
 ) -> Operation:
     """An operation starts. Inside another one (a lookup while a write is reconciled) it is its child."""
     parent = _CURRENT.get()
-    op = Operation(name, method, path, method != "GET" if write is None else write, kind, parent)
-    if parent is not None:
+    if parent is None:
+        op = Operation(name, method, path, method != "GET" if write is None else write, kind, new_request_id())
+    else:  # the same logical call: the same request id
+        op = Operation(name, method, path, method != "GET" if write is None else write, kind, parent.request_id)
         parent.looked_up = True
     op.token = _CURRENT.set(op)
     otel = telemetry.otel()
@@ -229,12 +229,10 @@ def attempt(
     if op.looked_up:
         op.resent = True
     if headers is not None:
-        for name in _SERVER_ID_HEADERS:
-            value = headers.get(name)
-            if value:
-                op.server_request_id = value[:128]
-                break
-    if log.isEnabledFor(logging.DEBUG):
+        server_id = headers.get("x-request-id")  # header look-ups ignore case
+        if server_id:
+            op.server_request_id = server_id[:128]
+    if _logger.isEnabledFor(logging.DEBUG):
         result = str(status) if error is None else type(error).__name__
         elapsed = (time.monotonic() - started) * 1000
         log.debug(
@@ -261,7 +259,7 @@ def token_request(
     telemetry: Telemetry, method: str, path: str, started: float, status: int | None, error: BaseException | None
 ) -> None:
     """The token endpoint was asked for a token (one request per token lifetime, shared by all calls)."""
-    if log.isEnabledFor(logging.DEBUG):
+    if _logger.isEnabledFor(logging.DEBUG):
         result = str(status) if error is None else type(error).__name__
         elapsed = (time.monotonic() - started) * 1000
         log.debug("%s %s -> %s (token, %.1f ms)", method, path_template(path), result, elapsed)
@@ -290,7 +288,7 @@ def end(op: Operation, error: BaseException | None) -> str:
         error.request_id = op.request_id
         error.server_request_id = op.server_request_id
     try:
-        if log.isEnabledFor(logging.DEBUG):
+        if _logger.isEnabledFor(logging.DEBUG):
             log.debug(
                 "%s: %s after %d attempt(s), %.1f ms%s",
                 op.name,
@@ -310,7 +308,8 @@ def end(op: Operation, error: BaseException | None) -> str:
 def stamp(result: Any, op: Operation) -> Any:
     """Record the call's request ids on a receipt (frozen: set the way attrs itself does)."""
     object.__setattr__(result, "request_id", op.request_id)
-    object.__setattr__(result, "server_request_id", op.server_request_id)
+    if op.server_request_id is not None:
+        object.__setattr__(result, "server_request_id", op.server_request_id)
     return result
 
 
@@ -349,4 +348,5 @@ _FIELDS = (
     "amili.request_id",
     "amili.elapsed_ms",
 )
-log = _SdkLogger(logging.getLogger("amili_async"), {})
+_logger = logging.getLogger("amili_async")
+log = _SdkLogger(_logger, {})
