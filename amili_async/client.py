@@ -21,6 +21,7 @@ import httpx
 import sniffio
 
 from . import serde
+from ._lookups import LookupSupport
 from ._version import __version__
 from .auth import ApiCodeJwtAuth, Auth, Token, TokenCache
 from .bulk import Outcome, run_many
@@ -232,6 +233,7 @@ class AsyncAmiliClient:
         self._headers = [("User-Agent", user_agent or _user_agent()), ("Accept", "application/json")]
         self._runtime: _Runtime | None = None
         self._closed = False
+        self._lookups = LookupSupport()  # issue 16: lists whose reference lookup Amili refused (views share it)
         self._owner = self  # the client that owns runtime and closed state; views point at it
         self._make_resources()
 
@@ -472,9 +474,15 @@ class AsyncAmiliClient:
                 f"{ambiguous}; the write may or may not have been applied, and it carries no reference to check it by",
                 **where,
             ) from ambiguous.error
+        refused = self._owner._lookups.refusal(call.path)  # issue 16: a refused lookup is not asked again
+        if refused is not None:
+            raise OutcomeUnknownError(
+                f"{ambiguous}; the write may or may not have been applied: {refused}", **where
+            ) from ambiguous.error
         try:
             found = await call.reconcile()
         except AmiliError as exc:
+            self._owner._lookups.note_failure(call.path, exc.status_code)
             raise OutcomeUnknownError(
                 f"{ambiguous}; looking the write up to see whether it was applied failed too ({exc})", **where
             ) from exc
