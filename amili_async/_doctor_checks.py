@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 
 from . import serde
-from .auth import CLOCK_TOLERANCE, TOKEN_PATH, parse_token_answer, server_clock_offset
+from ._clock import CLOCK_TOLERANCE, server_clock_offset
+from .auth import TOKEN_PATH, parse_token_answer
 from .client import AsyncAmiliClient
 from .errors import AmiliError, ConflictError, ResponseDecodeError, ValidationError
 from .models.actions import CreditorCancellation, CreditorCrediting, CreditorPayment

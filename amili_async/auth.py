@@ -14,9 +14,8 @@ The token endpoint's answer is not documented. We accept a JSON object with the 
 `access_token` or `accessToken` (or a bare JSON string / plain-text token), and its lifetime from `expires_in`
 (seconds), `expires` / `expires_at` / `exp` (RFC 1123, ISO 8601 or epoch seconds), or the token's own JWT `exp`
 claim; failing all of those we assume `assumed_lifetime` seconds (5 minutes by default). Expiry is tracked on
-the monotonic clock, so a wrong wall clock cannot cause a refresh loop. A server clock far from ours (read from
-the token answer's `Date` header) moves the login JWT's `exp` onto the server's clock, and absolute expiry
-times in the answer are read against it.
+the monotonic clock, so a wrong wall clock cannot cause a refresh loop. A server clock far from ours moves the
+login JWT's `exp`, and the answer's absolute expiry times, onto the server's clock (see `_clock`).
 
 `TokenCache` is the single-flight cache: one refresh at a time under an anyio lock, started a margin before
 expiry, shielded from the cancellation of the caller that happened to start it, bounded by its own timeout,
@@ -31,12 +30,12 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import timezone
 from typing import Any, Protocol
 
 import attrs
 
 from . import errors, serde
+from ._clock import ServerClock, server_now
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
 
 __all__ = [
@@ -99,7 +98,7 @@ class ApiCodeJwtAuth:
     jwt_lifetime: float = 600.0
     refreshable: bool = attrs.field(default=True, init=False)
     _signing_key: Any = attrs.field(default=None, init=False)
-    _clock_offset: float = attrs.field(default=0.0, init=False)
+    clock: ServerClock = attrs.field(factory=ServerClock, init=False)  # the server's, as learned (issue 16)
 
     def __attrs_post_init__(self) -> None:
         if self.algorithm not in JWT_ALGORITHMS:
@@ -112,41 +111,15 @@ class ApiCodeJwtAuth:
     def signed_jwt(self) -> str:
         import jwt  # PyJWT, imported only when a token is needed
 
-        # `exp` is read by Amili on Amili's clock: when ours is known to be off, the window is moved onto the
-        # server's clock and shortened by the Date header's one-second precision (see "clock skew" below).
-        exp = time.time() + self.jwt_lifetime
-        if self._clock_offset:
-            exp += self._clock_offset - DATE_PRECISION
-        claims = {"api_code": self.api_code, "exp": int(exp)}
+        claims = {"api_code": self.api_code, "exp": self.clock.expiry(self.jwt_lifetime)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
-        answer = await send("GET", TOKEN_PATH, self._login_headers(), None)
-        # --- clock skew (issue 16): learn the server's clock from the answer's Date header; a refusal that
-        # came with a clock far from ours is retried once, signed on the server's clock. -------------------
-        if self._learn_clock(answer[1]) and 400 <= answer[0] < 500:
-            answer = await send("GET", TOKEN_PATH, self._login_headers(), None)
-            self._learn_clock(answer[1])
-        # --- end clock skew ---------------------------------------------------------------------------------
+        answer = await send("GET", TOKEN_PATH, {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}, None)
+        if self.clock.learn(answer[1]) and 400 <= answer[0] < 500:  # refused by a clock far from ours (issue 16):
+            answer = await send("GET", TOKEN_PATH, {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}, None)
+            self.clock.learn(answer[1])  # ... signed again, once, on the server's clock
         return parse_token_answer(answer)
-
-    def _login_headers(self) -> dict[str, str]:
-        return {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}
-
-    @property
-    def clock_offset(self) -> float:
-        """Seconds the server's clock is ahead of ours (negative: behind), as last learned; 0 when close."""
-        return self._clock_offset
-
-    def _learn_clock(self, headers: Mapping[str, str]) -> bool:
-        """Take the server's clock from a token answer; True when the offset changed enough to matter."""
-        offset = server_clock_offset(headers)
-        if offset is None:
-            return False
-        learned = offset if abs(offset) > CLOCK_TOLERANCE else 0.0
-        changed = abs(learned - self._clock_offset) > CLOCK_TOLERANCE
-        self._clock_offset = learned
-        return changed
 
 
 def _load_private_key(key: Any, algorithm: str) -> Any:
@@ -175,33 +148,6 @@ def _load_private_key(key: Any, algorithm: str) -> Any:
 
 
 _CURVE_FOR = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
-
-# --- clock skew (issue 16) ----------------------------------------------------------------------------------
-# A login JWT lives 10 minutes on *our* clock; a server whose clock is 10 minutes ahead sees it expired, one
-# that is behind may see it living too long. Every answer of the token endpoint (a refusal too) carries a
-# `Date` header: beyond CLOCK_TOLERANCE (more than the header's precision plus a slow answer) the offset is
-# used, for the JWT's `exp` and for absolute expiry times in the token answer.
-CLOCK_TOLERANCE = 5.0
-DATE_PRECISION = 2.0  # a Date header is truncated to the second, and was stamped before it travelled
-
-
-def server_clock_offset(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """Seconds the server's clock (its `Date` header) is ahead of ours; None without a readable header."""
-    from email.utils import parsedate_to_datetime
-
-    value = headers.get("Date") or headers.get("date")
-    if not value:
-        return None
-    try:
-        stamp = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    server = (stamp if stamp.tzinfo else stamp.replace(tzinfo=timezone.utc)).timestamp()
-    # The header is truncated to the second: on average the server's clock read half a second more.
-    return server + 0.5 - (time.time() if now is None else now)
-
-
-# --- end clock skew -------------------------------------------------------------------------------------------
 
 
 @attrs.define(repr=False)
@@ -258,9 +204,7 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
     is_json = payload is not None or raw.strip() == b"null"
     token: Any = None
     lifetime: float | None = None
-    # Absolute expiry times are the server's: measure them from the server's "now" (its Date header).
-    offset = server_clock_offset(headers)
-    now = time.time() + (offset if offset is not None and abs(offset) > CLOCK_TOLERANCE else 0.0)
+    now = server_now(headers)  # absolute expiry times are on the server's clock (issue 16)
     if isinstance(payload, Mapping):
         token = next((payload[k] for k in _TOKEN_KEYS if isinstance(payload.get(k), str)), None)
         lifetime = _lifetime(payload, now)

@@ -18,8 +18,9 @@ import pytest
 from amili_like import CASE, CREDITOR, AmiliLike, Behaviour
 
 from amili_async import ApiCodeJwtAuth, AsyncAmiliClient, AuthenticationError, OutcomeUnknownError, RetryPolicy
+from amili_async._clock import server_clock_offset
 from amili_async._lookups import LookupSupport
-from amili_async.auth import parse_token_answer, server_clock_offset
+from amili_async.auth import parse_token_answer
 from amili_async.models.actions import CreditorPayment
 from amili_async.testing import FakeAmili
 
@@ -50,7 +51,7 @@ async def test_a_server_clock_20_minutes_off_does_not_fail_logins(ec_keys: Any, 
             case = await client.cases.get(CASE)
         assert case.id == CASE
         assert len(amili.jwts) == 2 and len(amili.tokens) == 1  # refused once, then accepted
-        assert abs(auth.clock_offset - offset) < 2
+        assert abs(auth.clock.offset - offset) < 2
         assert 585 < exp_ahead_of_server(amili, amili.jwts[1]) <= 600  # on the server's clock, a bit shorter
         async with client_for(amili, auth) as second:  # what was learned stays with the credentials
             await second.cases.get(CASE)
@@ -62,7 +63,7 @@ async def test_a_close_clock_changes_nothing(ec_keys: Any) -> None:
     with server(ec_keys, clock_offset=1.0) as amili:
         async with client_for(amili, auth) as client:
             await client.cases.get(CASE)
-        assert len(amili.jwts) == 1 and auth.clock_offset == 0.0
+        assert len(amili.jwts) == 1 and auth.clock.offset == 0.0
         sent_exp = jwt.decode(amili.jwts[0], options={"verify_signature": False})["exp"]
         assert 595 <= sent_exp - time.time() <= 600
 
