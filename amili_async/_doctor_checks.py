@@ -21,7 +21,8 @@ import attrs
 
 from . import serde
 from ._clock import CLOCK_TOLERANCE, server_clock_offset
-from .auth import TOKEN_PATH, parse_token_answer
+from ._wire import TOKEN_PATH
+from .auth import parse_token_answer
 from .client import AsyncAmiliClient
 from .errors import AmiliError, ConflictError, ResponseDecodeError, ValidationError
 from .models.actions import CreditorCancellation, CreditorCrediting, CreditorPayment
@@ -369,7 +370,7 @@ async def check_duplicates(client: AsyncAmiliClient, case_id: str) -> Finding:
     except ConflictError:
         observed = f"refused the second payment with reference {reference}: 409 (the first is {first.id})"
     except ValidationError as exc:
-        if action.reference_field not in exc.issues:
+        if "creditor_payment_reference" not in exc.issues:
             observed = f"refused the second payment for another reason (422 on {', '.join(exc.issues) or '?'})"
             return Finding(name, Verdict.NOT_CHECKED, ASSUME_UNIQUE, observed, "-")
         observed = f"refused the second payment with reference {reference}: 422 on the reference"

@@ -12,8 +12,12 @@ why. `amili doctor` checks the same thing up front, read-only.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import attrs
+
+from .errors import AmiliError
 
 __all__ = ["LookupSupport"]
 
@@ -48,3 +52,14 @@ class LookupSupport:
             f"Amili refused an earlier lookup by reference on {path} ({status} on the where filter), so this "
             "client cannot check whether the write was applied (run `amili doctor` to see what the server supports)"
         )
+
+    async def run(self, path: str, lookup: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a reference lookup on `path`, unless Amili refused one there before (then say so, send nothing)."""
+        refused = self.refusal(path)
+        if refused is not None:
+            raise AmiliError(refused, path=path)
+        try:
+            return await lookup()
+        except AmiliError as exc:
+            self.note_failure(path, exc.status_code)
+            raise
