@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +43,8 @@ from amili_async import (
 from amili_async import transports as transports_module
 from amili_async.sync import AmiliClient
 from amili_async.transports import AmiliAiohttpTransport, respx_active
+
+pytest_plugins = ["pytester"]
 
 BASE = "https://amili.invalid"
 TOKEN_URL = f"{BASE}/authenticates/api-code"
@@ -403,4 +406,17 @@ async def test_the_aiohttp_transport_in_a_users_own_httpx_client_is_mocked_once(
             response = await client.get(f"{BASE}/ping")
     assert response.text == "pong"
     assert route.call_count == 1
+    assert guard.attempts == []
+
+
+def test_the_pytest_example_in_the_testing_guide(pytester: pytest.Pytester, guard: NetworkGuard) -> None:
+    """docs/testing.md shows a pytest module with the `respx_mock` fixture; it runs here, under pytest."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "testing.md").read_text(encoding="utf-8")
+    marker = guide.index("<!-- no-run: a pytest module; tests/test_respx.py runs this block under pytest -->")
+    start = guide.index("```python\n", marker) + len("```python\n")
+    pytester.makepyfile(test_guide=guide[start : guide.index("\n```", start)])
+    result = pytester.runpytest_inprocess(
+        "-p", "no:cacheprovider", "-o", "asyncio_mode=auto", "-o", "asyncio_default_fixture_loop_scope=function"
+    )
+    result.assert_outcomes(passed=2)
     assert guard.attempts == []
