@@ -30,12 +30,15 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from . import errors, serde
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
+
+if TYPE_CHECKING:
+    from .transports import Exchange
 
 __all__ = [
     "ApiCodeAuth",
@@ -44,11 +47,12 @@ __all__ = [
     "StaticTokenAuth",
     "Token",
     "TokenCache",
+    "TokenEndpoint",
     "TokenGrant",
 ]
 
-TOKEN_PATH = "/authenticates/api-code"
-JWT_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+from ._wire import JWT_ALGORITHMS, TOKEN_PATH
+
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
 
 # (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
@@ -246,20 +250,46 @@ def _lifetime(payload: Mapping[str, Any]) -> float | None:
 
 def _jwt_lifetime(token: str) -> float | None:
     """Seconds until the token's own `exp`, when it is a JWT (read, not verified: it is Amili's business)."""
-    import base64
+    if token.count(".") != 2:
+        return None
+    import jwt  # PyJWT, already loaded by whoever signed the login
 
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        body = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = serde.loads(base64.urlsafe_b64decode(body))
-        exp = claims.get("exp") if isinstance(claims, dict) else None
-    except ValueError:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
         return None
+    exp = claims.get("exp")
     if isinstance(exp, (int, float)) and not isinstance(exp, bool):
         return float(exp) - time.time()
     return None
+
+
+@attrs.frozen
+class TokenEndpoint:
+    """The door to the token endpoint, given to the cache at construction (no call-back into the client).
+
+    One attempt, with the client's timeouts (the cache bounds the whole fetch with its own), no retry policy.
+    The provider's headers replace the client's defaults of the same name (no doubled `Accept`).
+    """
+
+    exchange: Exchange
+    base_url: str
+    headers: tuple[tuple[str, str], ...]
+    timeout_ext: Mapping[str, float | None]
+
+    async def __call__(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        import httpx
+
+        own = {name.lower() for name in headers}
+        sent = [(name, value) for name, value in self.headers if name.lower() not in own]
+        sent.extend(headers.items())
+        try:
+            return await self.exchange(method, self.base_url + path, sent, body, self.timeout_ext)
+        except httpx.TransportError as exc:
+            kind = errors.TimeoutError if isinstance(exc, httpx.TimeoutException) else errors.TransportError
+            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
 
 
 @attrs.frozen

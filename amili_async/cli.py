@@ -1475,6 +1475,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `amili` console script (also `python -m amili_async`). Returns the exit code."""
+    from ._config import configure_logging_from_env
+
+    configure_logging_from_env()
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = _prog(args)

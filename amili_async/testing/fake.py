@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import httpx
 
-from ._api import MALFORMED, TOKEN_PATH, Api
+from .._wire import TOKEN_PATH
+from ._api import MALFORMED, Api
 from ._store import Doc, RespiteLimits, Store, as_http_date
 from ._wire import BadJson, Outcome, Reply, WireRequest, error_reply, html_error_reply, loads
 from .faults import Fault, FaultBook, seconds_header
