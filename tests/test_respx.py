@@ -395,6 +395,14 @@ def test_respx_active_follows_the_routers() -> None:
     assert not respx_active()
 
 
+def test_a_respx_we_do_not_recognise_counts_as_active(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Should respx's internals change, the SDK errs on the side of sending through httpx (slower, still caught)."""
+    import respx.mocks
+
+    monkeypatch.delattr(respx.mocks.Mocker, "registry")
+    assert respx_active()
+
+
 @pytest.mark.parametrize("using", MOCKERS)
 async def test_the_aiohttp_transport_in_a_users_own_httpx_client_is_mocked_once(
     using: str, guard: NetworkGuard
