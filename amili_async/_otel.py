@@ -12,19 +12,34 @@ never an id of Amili's, a query value, an amount or a message (messages may quot
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from ._telemetry import UNKNOWN, error_type
 from ._version import __version__
 
-if TYPE_CHECKING:
-    from ._telemetry import Operation
-
 __all__ = ["Otel"]
+
+
+class Operation(Protocol):
+    """What this module uses of `_telemetry.Operation` (it sets `span` and `otel_token`), without importing it."""
+
+    name: str
+    method: str
+    kind: str | None
+    request_id: str
+    server_request_id: str | None
+    attempt: int
+    sends: int
+    outcome: str | None
+    span: Any
+    otel_token: Any
+
+    @property
+    def template(self) -> str: ...
+
 
 SCOPE = "amili_async"
 # The boundaries the HTTP semantic conventions recommend for `http.client.request.duration`.
@@ -94,8 +109,8 @@ class Otel:
         # Current while the operation runs: lookups, token requests and any lower-level instrumentation nest here.
         op.otel_token = otel_context.attach(trace.set_span_in_context(span))
 
-    def end(self, op: Operation, error: BaseException | None) -> None:
-        if self.meter is not None and op.outcome == UNKNOWN:
+    def end(self, op: Operation, error_type: str | None) -> None:
+        if self.meter is not None and op.outcome == "unknown":  # OutcomeUnknownError
             self.unknown_outcomes.add(1, self._operation_attributes(op))
         span = op.span
         if span is None:
@@ -105,8 +120,8 @@ class Otel:
             span.set_attribute("amili.outcome", op.outcome or "")
             if op.server_request_id:
                 span.set_attribute("amili.server_request_id", op.server_request_id)
-            if error is not None:
-                span.set_attribute("error.type", error_type(error))
+            if error_type is not None:
+                span.set_attribute("error.type", error_type)
                 span.set_status(Status(StatusCode.ERROR))  # no description: error messages may quote ids
             span.end()
         finally:
@@ -115,8 +130,8 @@ class Otel:
 
     # -- attempts, waits, tokens ------------------------------------------------------------------------
 
-    def attempt(self, op: Operation, started: float, status: int | None, error: BaseException | None) -> None:
-        attributes = self._http_attributes(op.method, op.template, status, error)
+    def attempt(self, op: Operation, started: float, status: int | None, error_type: str | None) -> None:
+        attributes = self._http_attributes(op.method, op.template, status, error_type)
         duration = time.monotonic() - started
         if self.meter is not None:
             self.duration.record(duration, attributes)
@@ -145,9 +160,9 @@ class Otel:
         template: str,
         started: float,
         status: int | None,
-        error: BaseException | None,
+        error_type: str | None,
     ) -> None:
-        attributes = self._http_attributes(method, template, status, error)
+        attributes = self._http_attributes(method, template, status, error_type)
         duration = time.monotonic() - started
         if self.meter is not None:
             self.duration.record(duration, attributes)
@@ -159,14 +174,12 @@ class Otel:
 
     # -- helpers ----------------------------------------------------------------------------------------
 
-    def _http_attributes(
-        self, method: str, template: str, status: int | None, error: BaseException | None
-    ) -> dict[str, Any]:
+    def _http_attributes(self, method: str, template: str, status: int | None, error: str | None) -> dict[str, Any]:
         attributes: dict[str, Any] = {"http.request.method": method, "url.template": template, **self.server}
         if status is not None:
             attributes["http.response.status_code"] = status
         if error is not None:
-            attributes["error.type"] = error_type(error)
+            attributes["error.type"] = error
         elif status is not None and status >= 400:
             attributes["error.type"] = str(status)
         return attributes

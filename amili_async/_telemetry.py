@@ -3,11 +3,11 @@
 The pipeline reports what happens through a handful of hooks, and this module turns that into what people
 operating a payment service look at:
 
-    op = begin(telemetry, name, method, path)   an SDK operation starts (`amili.creditor_payments.create`, ...)
-    attempt(op, method, path, ...)              one HTTP exchange of it finished (answered or failed)
-    waited(reason, seconds)                     the retry policy waits before the next attempt
-    token_request(...)                          the token endpoint was asked for a token
-    end(op, error)                              the operation finished; returns its outcome
+    with begin(telemetry, name, method, path) as op:   an SDK operation (`amili.creditor_payments.create`, ...);
+        ...                                          leaving the block ends it: end(op, error)
+    attempt(op, number, started, status, headers)    one HTTP exchange of it finished (answered or failed)
+    waited(reason, seconds)                          the retry policy waits before the next attempt
+    token_request(...)                               the token endpoint was asked for a token
 
 The operation in progress is kept in a context variable, so log records emitted anywhere inside it (the
 retry policy, reconciliation) carry its fields without threading it through every call, and a lookup run
@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .errors import AmiliError, OutcomeUnknownError
 
@@ -103,6 +104,12 @@ class Telemetry:
         # Providers named in the environment are loaded by the API's getters on first use: then always ask them.
         self._from_env = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ or "OTEL_PYTHON_METER_PROVIDER" in os.environ
 
+    @classmethod
+    def for_base_url(cls, base_url: str) -> Telemetry:
+        """For a client of `base_url`: its host and port are `server.address` and `server.port`."""
+        parts = urlsplit(base_url)
+        return cls(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+
     def otel(self) -> Otel | None:
         """The spans and metrics to produce, or None when no OpenTelemetry provider is configured."""
         modules = sys.modules
@@ -165,6 +172,12 @@ class Operation:
         self.request_id = request_id
         self.started = time.monotonic()
         self.token: contextvars.Token[Operation | None] | None = None
+
+    def __enter__(self) -> Operation:
+        return self
+
+    def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
+        end(self, error)
 
     @property
     def template(self) -> str:
@@ -245,7 +258,7 @@ def attempt(
             extra={"amili.outcome": result},
         )
     if op.otel is not None:
-        op.otel.attempt(op, started, status, error)
+        op.otel.attempt(op, started, status, None if error is None else error_type(error))
 
 
 def waited(reason: str, seconds: float) -> None:
@@ -256,16 +269,17 @@ def waited(reason: str, seconds: float) -> None:
 
 
 def token_request(
-    telemetry: Telemetry, method: str, path: str, started: float, status: int | None, error: BaseException | None
+    telemetry: Telemetry | None, method: str, path: str, started: float, status: int | None, error: BaseException | None
 ) -> None:
     """The token endpoint was asked for a token (one request per token lifetime, shared by all calls)."""
     if _logger.isEnabledFor(logging.DEBUG):
         result = str(status) if error is None else type(error).__name__
         elapsed = (time.monotonic() - started) * 1000
         log.debug("%s %s -> %s (token, %.1f ms)", method, path_template(path), result, elapsed)
-    otel = telemetry.otel()
+    otel = telemetry.otel() if telemetry is not None else None
     if otel is not None:
-        otel.token_request(_CURRENT.get(), method, path_template(path), started, status, error)
+        kind = None if error is None else error_type(error)
+        otel.token_request(_CURRENT.get(), method, path_template(path), started, status, kind)
 
 
 def end(op: Operation, error: BaseException | None) -> str:
@@ -298,7 +312,7 @@ def end(op: Operation, error: BaseException | None) -> str:
                 "" if error is None else f" ({error_type(error)})",
             )
         if op.otel is not None:
-            op.otel.end(op, error)
+            op.otel.end(op, None if error is None else error_type(error))
     finally:
         if op.token is not None:
             _CURRENT.reset(op.token)

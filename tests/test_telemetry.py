@@ -396,7 +396,7 @@ async def test_no_configured_provider_means_no_spans_and_no_cost_path(
     """The API is imported but no SDK is set (the proxies are in place): calls work and record nothing."""
     async with client(fake, creditor) as amili:
         receipt = await pay(amili, creditor, case_id)
-        assert amili._telemetry.otel() is None
+        assert amili._pipeline.connection.telemetry.otel() is None
     assert receipt.request_id is not None
 
 
