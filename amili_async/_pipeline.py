@@ -77,6 +77,7 @@ class Call:
     reconcile: Callable[[], Awaitable[Any]] | None = None
     ok: tuple[int, ...] = (200, 201)
     needs_body: bool = True
+    op: _telemetry.Operation | None = None  # the SDK operation it belongs to: request id, spans, log fields
 
 
 @attrs.frozen
@@ -205,12 +206,6 @@ class Pipeline:
     def bind(self) -> Runtime:
         return self.connection.bind(self.settings)
 
-    def begin(
-        self, operation: str, method: str, path: str, *, write: bool | None = None, kind: str | None = None
-    ) -> _telemetry.Operation:
-        """Telemetry: an SDK operation starts (`with pipeline.begin(...) as op:` ends it, error or not)."""
-        return _telemetry.begin(self.connection.telemetry, operation, method, path, write=write, kind=kind)
-
     async def request(
         self,
         method: str,
@@ -223,27 +218,29 @@ class Pipeline:
         ok: tuple[int, ...] = (200, 201),
         needs_body: bool = True,
         operation: str | None = None,
+        within: _telemetry.Operation | None = None,
     ) -> ApiResponse:
         """Send one logical request (token, retries, reconciliation, errors).
 
         `write` defaults to True for anything but GET. `reconcile`, for a write, is called after an
         ambiguous failure: it returns the record that exists (which then becomes the answer) or None when
         the write is provably absent (the write is then sent again). `operation` names it in spans and logs
-        (never with ids in it); without one it belongs to the running operation, else is `amili.request`.
+        (never with ids in it; default `amili.request`), unless it runs `within` an operation begun already.
         """
         body = None if json is None else serde.dumps(json)
         is_write = method != "GET" if write is None else write
-        call = Call(method, path, params, body, is_write, reconcile, ok, needs_body)
-        if operation is None and _telemetry.current() is not None:
-            return await self.run(call)
-        with self.begin(operation or "amili.request", method, path, write=is_write):  # telemetry
-            return await self.run(call)
+        if within is not None:
+            return await self.run(Call(method, path, params, body, is_write, reconcile, ok, needs_body, within))
+        telemetry = self.connection.telemetry
+        with _telemetry.begin(telemetry, operation or "amili.request", method, path, write=is_write) as op:
+            return await self.run(Call(method, path, params, body, is_write, reconcile, ok, needs_body, op))
 
-    async def find_one(self, path: str, where: Mapping[str, Any]) -> Any:
-        """The first document matching `where`, or None when there is none."""
+    async def find_one(self, path: str, where: Mapping[str, Any], within: _telemetry.Operation | None = None) -> Any:
+        """The first document matching `where`, or None; `within`: the write whose lost answer this settles."""
         params = {"where": serde.dumps(where).decode(), "max_results": "2"}
-        with self.begin("amili.reconcile", "GET", path):  # telemetry: a child of the write it reconciles
-            response = await self.run(Call("GET", path, params))
+        telemetry = self.connection.telemetry
+        with _telemetry.begin(telemetry, "amili.reconcile", "GET", path, parent=within) as op:  # the write's child
+            response = await self.run(Call("GET", path, params, op=op))
         payload = response.payload
         items = payload.get("_items") if isinstance(payload, Mapping) else None
         if not isinstance(items, list):
@@ -301,7 +298,7 @@ class Pipeline:
 
     async def _send(self, runtime: Runtime, call: Call, token: Token, number: int) -> ApiResponse:
         settings = self.settings
-        op = _telemetry.current()  # the same request id on every attempt of the call
+        op = call.op  # the same request id on every attempt of the call
         request_id = op.request_id if op is not None else _telemetry.new_request_id()
         headers = [*settings.headers, ("X-API-Key", token.value), (REQUEST_ID_HEADER, request_id)]
         if call.body is not None:

@@ -9,9 +9,12 @@ operating a payment service look at:
     waited(reason, seconds)                          the retry policy waits before the next attempt
     token_request(...)                               the token endpoint was asked for a token
 
-The operation in progress is kept in a context variable, so log records emitted anywhere inside it (the
-retry policy, reconciliation) carry its fields without threading it through every call, and a lookup run
-while a write is reconciled becomes that write's child (same request id, its own span).
+The pipeline hands the operation along explicitly (`Call.op`): its request id goes on every attempt, and a
+lookup run while a write is reconciled is begun as that write's child (same request id, its own span).
+Records logged where the operation is not at hand (the retry policy, reconciliation, lookups) find it in a
+context variable, set from the first failed exchange on (or from the start when OpenTelemetry is on):
+setting one costs allocations that make the garbage collector run three times as often, which a call that
+succeeds at once, the common case, has no reason to pay.
 
 Costs: without OpenTelemetry nothing of it is imported, ever; we look at `sys.modules` for it, so an
 application that never imported OpenTelemetry pays two dictionary look-ups per operation. With the API
@@ -24,10 +27,12 @@ paths are reduced to templates (`/cases/{id}`), errors to their class names.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import logging
 import os
+import random
 import re
 import sys
 import time
@@ -59,6 +64,8 @@ REQUEST_ID_HEADER = "X-Request-ID"
 _ID_SEGMENT = re.compile(r"/[^/]*\d[^/]*")  # a path segment with a digit in it is an id, never a route name
 
 _CURRENT: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("amili_async_operation", default=None)
+_MODULES = sys.modules
+_random_bits = random.getrandbits
 
 # Outcomes of an operation (`amili.outcome` on its span and log records).
 APPLIED = "applied"  # a write Amili answered 2xx
@@ -71,8 +78,9 @@ CANCELLED = "cancelled"
 
 
 def new_request_id() -> str:
-    """32 random hex digits: unique per call, unguessable, and as cheap as it gets (about 0.3 µs)."""
-    return os.urandom(16).hex()
+    """32 random hex digits, unique per call. From `random` (reseeded in a forked child), not `os.urandom`:
+    an id needs no secrecy, and a system call per SDK call costs microseconds on a virtual machine."""
+    return _random_bits(128).to_bytes(16, "big").hex()
 
 
 @functools.lru_cache(maxsize=512)  # a write's path is the same every call; a read's may carry an id
@@ -163,21 +171,75 @@ class Operation:
     otel_token: Any = None
     _template: str | None = None
 
-    def __init__(self, name: str, method: str, path: str, write: bool, kind: str | None, request_id: str) -> None:
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        name: str,
+        method: str,
+        path: str,
+        *,
+        write: bool | None = None,
+        kind: str | None = None,
+        parent: Operation | None = None,
+    ) -> None:
+        """An operation starts; `parent` is the write whose lost answer this lookup settles. (Called `begin`.)"""
         self.name = name
         self.method = method
         self.path = path
-        self.write = write
+        self.write = method != "GET" if write is None else write
         self.kind = kind
-        self.request_id = request_id
-        self.started = time.monotonic()
         self.token: contextvars.Token[Operation | None] | None = None
+        if parent is None:
+            self.request_id = _random_bits(128).to_bytes(16, "big").hex()  # new_request_id(), inlined: every call
+        else:  # one logical call, one id
+            self.request_id = parent.request_id
+            parent.looked_up = True
+        self.started = time.monotonic()
+        self.debug = _logger.isEnabledFor(logging.DEBUG)  # asked once per operation, not once per record
+        if _MODULES.get("opentelemetry.trace") is None and _MODULES.get("opentelemetry.metrics") is None:
+            return  # OpenTelemetry never imported: nobody can have configured it (the common, free case)
+        otel = telemetry.otel()
+        if otel is not None:
+            self.otel = otel
+            self.make_current()  # waits, token requests and lookups find their span through it
+            otel.begin(self)
+
+    def make_current(self) -> None:
+        """From now until it ends, log records and retry waits in this context belong to this operation."""
+        if self.token is None:
+            self.token = _CURRENT.set(self)
 
     def __enter__(self) -> Operation:
         return self
 
     def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
-        end(self, error)
+        """The operation finished (with `error`, or not): record its outcome."""
+        if error is None:
+            if not self.write:
+                outcome = OK
+            elif self.status is not None and 200 <= self.status < 300:
+                outcome = RESENT if self.resent else APPLIED
+            else:  # the answer came from a lookup, not from the write's own exchange
+                outcome = RECOVERED
+        else:
+            outcome = _error_outcome(error)
+            if isinstance(error, AmiliError) and error.request_id is None:
+                error.request_id = self.request_id
+                error.server_request_id = self.server_request_id
+        self.outcome = outcome
+        if self.token is None and self.otel is None and not self.debug:
+            return  # the common case: nothing more to record
+        try:
+            if self.debug:
+                kind = "" if error is None else f" ({error_type(error)})"
+                fields = self.log_fields()
+                message = "%s: %s after %d attempt(s), %.1f ms%s"
+                log.debug(message, self.name, outcome, self.attempt, fields["amili.elapsed_ms"], kind, extra=fields)
+            if self.otel is not None:
+                self.otel.end(self, None if error is None else error_type(error))
+        finally:
+            if self.token is not None:
+                _reset(self.token)
 
     @property
     def template(self) -> str:
@@ -199,27 +261,10 @@ class Operation:
         }
 
 
-def current() -> Operation | None:
-    """The operation running in this context, if any."""
-    return _CURRENT.get()
+current = _CURRENT.get  # () -> Operation | None: the operation records in this context belong to, if any
 
 
-def begin(
-    telemetry: Telemetry, name: str, method: str, path: str, *, write: bool | None = None, kind: str | None = None
-) -> Operation:
-    """An operation starts. Inside another one (a lookup while a write is reconciled) it is its child."""
-    parent = _CURRENT.get()
-    if parent is None:
-        op = Operation(name, method, path, method != "GET" if write is None else write, kind, new_request_id())
-    else:  # the same logical call: the same request id
-        op = Operation(name, method, path, method != "GET" if write is None else write, kind, parent.request_id)
-        parent.looked_up = True
-    op.token = _CURRENT.set(op)
-    otel = telemetry.otel()
-    if otel is not None:
-        op.otel = otel
-        otel.begin(op)
-    return op
+begin = Operation  # `with begin(telemetry, name, method, path, ...) as op:` starts one, leaving the block ends it
 
 
 def attempt(
@@ -245,18 +290,14 @@ def attempt(
         server_id = headers.get("x-request-id")  # header look-ups ignore case
         if server_id:
             op.server_request_id = server_id[:128]
-    if _logger.isEnabledFor(logging.DEBUG):
+    if status is None or status >= 300:
+        op.make_current()  # what follows (retries, reconciliation) logs in this operation's name
+    if op.debug:
         result = str(status) if error is None else type(error).__name__
         elapsed = (time.monotonic() - started) * 1000
-        log.debug(
-            "%s %s -> %s (attempt %d, %.1f ms)",
-            op.method,
-            op.template,
-            result,
-            number,
-            elapsed,
-            extra={"amili.outcome": result},
-        )
+        fields = op.log_fields()
+        fields["amili.outcome"] = result
+        log.debug("%s %s -> %s (attempt %d, %.1f ms)", op.method, op.template, result, number, elapsed, extra=fields)
     if op.otel is not None:
         op.otel.attempt(op, started, status, None if error is None else error_type(error))
 
@@ -275,7 +316,7 @@ def token_request(
     if _logger.isEnabledFor(logging.DEBUG):
         result = str(status) if error is None else type(error).__name__
         elapsed = (time.monotonic() - started) * 1000
-        log.debug("%s %s -> %s (token, %.1f ms)", method, path_template(path), result, elapsed)
+        log.debug("%s %s -> %s (token, %.1f ms)", method, path_template(path), result, elapsed)  # fields: current
     otel = telemetry.otel() if telemetry is not None else None
     if otel is not None:
         kind = None if error is None else error_type(error)
@@ -283,40 +324,22 @@ def token_request(
 
 
 def end(op: Operation, error: BaseException | None) -> str:
-    """The operation finished (with `error`, or not); records and returns its outcome."""
-    if error is None:
-        if not op.write:
-            outcome = OK
-        elif op.status is not None and 200 <= op.status < 300:
-            outcome = RESENT if op.resent else APPLIED
-        else:  # the answer came from a lookup, not from the write's own exchange
-            outcome = RECOVERED
-    elif isinstance(error, OutcomeUnknownError):
-        outcome = UNKNOWN
-    elif isinstance(error, AmiliError):
-        outcome = ERROR
-    else:
-        outcome = CANCELLED if _is_cancellation(error) else ERROR
-    op.outcome = outcome
-    if isinstance(error, AmiliError) and error.request_id is None:
-        error.request_id = op.request_id
-        error.server_request_id = op.server_request_id
-    try:
-        if _logger.isEnabledFor(logging.DEBUG):
-            log.debug(
-                "%s: %s after %d attempt(s), %.1f ms%s",
-                op.name,
-                outcome,
-                op.attempt,
-                op.elapsed_ms(),
-                "" if error is None else f" ({error_type(error)})",
-            )
-        if op.otel is not None:
-            op.otel.end(op, None if error is None else error_type(error))
-    finally:
-        if op.token is not None:
-            _CURRENT.reset(op.token)
-    return outcome
+    """End `op` (for code that cannot use `with`); returns its outcome."""
+    op.__exit__(None, error, None)
+    return op.outcome or ERROR
+
+
+def _error_outcome(error: BaseException) -> str:
+    if isinstance(error, OutcomeUnknownError):
+        return UNKNOWN
+    if isinstance(error, AmiliError):
+        return ERROR
+    return CANCELLED if _is_cancellation(error) else ERROR
+
+
+def _reset(token: contextvars.Token[Operation | None]) -> None:
+    with contextlib.suppress(ValueError):  # set in another context (a task the operation did not start in)
+        _CURRENT.reset(token)
 
 
 def stamp(result: Any, op: Operation) -> Any:

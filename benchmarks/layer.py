@@ -120,6 +120,7 @@ def child(mode: str, n: int, warmup: int) -> None:
 def _run_child(tree: Path, mode: str, n: int, warmup: int) -> dict[str, Any]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(tree), *filter(None, [env.get("PYTHONPATH")])])
+    env["PYTHONHASHSEED"] = "0"  # the same dict layouts in every run: less noise between processes
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--n", str(n), "--warmup", str(warmup)]
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tree, timeout=600, check=False)
     result = last_json_line(done.stdout)

@@ -45,12 +45,13 @@ class _ActionResource(Generic[A, R]):
         if lookup is not None:
 
             async def reconcile() -> Any:
-                return await pipeline.find_one(self.path, lookup)
+                return await pipeline.find_one(self.path, lookup, within=op)
 
-        with pipeline.begin(operation, "POST", self.path, write=True, kind=action.kind) as op:  # telemetry
+        telemetry = pipeline.connection.telemetry
+        with _telemetry.begin(telemetry, operation, "POST", self.path, write=True, kind=action.kind) as op:
             try:
                 body = serde.converter().unstructure(action)
-                response = await pipeline.request("POST", self.path, json=body, reconcile=reconcile)
+                response = await pipeline.request("POST", self.path, json=body, reconcile=reconcile, within=op)
                 receipt = serde.structure_document(response.payload, self.receipt)
             except AmiliError as exc:
                 exc.action = action

@@ -79,20 +79,23 @@ class Respite:
 
     async def _execute(self, action: RespiteGrant, timeout: Timeout, operation: str) -> RespiteReceipt:
         pipeline = with_timeout(self._pipeline, timeout)
-        with pipeline.begin(operation, "POST", action.path, write=True, kind=action.kind) as op:  # telemetry
+        telemetry = pipeline.connection.telemetry
+        with _telemetry.begin(telemetry, operation, "POST", action.path, write=True, kind=action.kind) as op:
             try:
-                receipt = await self._grant(action, pipeline)
+                receipt = await self._grant(action, pipeline, op)
             except AmiliError as exc:
                 exc.action = action
                 exc.reference = action.reference
                 raise
         return _telemetry.stamp(receipt, op)  # type: ignore[no-any-return]
 
-    async def _grant(self, action: RespiteGrant, pipeline: Pipeline) -> RespiteReceipt:
+    async def _grant(self, action: RespiteGrant, pipeline: Pipeline, op: _telemetry.Operation) -> RespiteReceipt:
         body = serde.converter().unstructure(action)
         try:
             # No reconcile: a respite is relative (+N days), so a lost answer cannot be looked up.
-            response = await pipeline.request("POST", action.path, json=body, ok=(200, 201, 204), needs_body=False)
+            response = await pipeline.request(
+                "POST", action.path, json=body, ok=(200, 201, 204), needs_body=False, within=op
+            )
         except APIStatusError as exc:
             if exc.status_code in (400, 409, 422) and exc.issues:
                 raise RespiteNotAllowedError(
