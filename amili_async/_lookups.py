@@ -11,17 +11,15 @@ why. `amili doctor` checks the same thing up front, read-only.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
 
+from ._telemetry import log as logger  # adds the running call's structured fields to every record
 from .errors import AmiliError
 
 __all__ = ["LookupSupport"]
-
-logger = logging.getLogger("amili_async")
 
 REFUSED_STATUS = 400  # Eve answers a filter it cannot run (an unknown operator, a field it refuses) with 400
 
