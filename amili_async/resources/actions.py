@@ -10,9 +10,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+import attrs
+
 from .. import serde
-from .._pipeline import Pipeline
-from ..errors import AmiliError
+from .._evidence import Identity
+from .._pipeline import ApiResponse, Pipeline
+from ..errors import AmiliError, AppliedWithoutReceiptError, ResponseDecodeError
 from ..models import _validate
 from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment, ReceiptedAction
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
@@ -32,23 +35,36 @@ class _ActionResource(Generic[A, R]):
         self._pipeline = pipeline
 
     async def execute(self, action: A, *, timeout: Timeout = None) -> R:
-        """Send `action`. An `AmiliError` raised here names the action and its reference."""
+        """Send `action`. An `AmiliError` raised here names the action and its reference.
+
+        With a reference, a lost or unreadable answer is settled by the rule of evidence (`_evidence.py`): the
+        receipt is then the stored record (`receipt.recovered`), or the error says what is known.
+        """
         pipeline = with_timeout(self._pipeline, timeout)
-        lookup = action.lookup_filter()
-        reconcile = None
-        if lookup is not None:
-
-            async def reconcile() -> Any:
-                return await pipeline.find_one(self.path, lookup)
-
         try:
             body = serde.converter().unstructure(action)
-            response = await pipeline.request("POST", self.path, json=body, reconcile=reconcile)
-            return serde.structure_document(response.payload, self.receipt)
+            response = await pipeline.request("POST", self.path, json=body, identity=Identity.of(action))
+            return self._receipt(response)
         except AmiliError as exc:
             exc.action = action
             exc.reference = action.reference
             raise
+
+    def _receipt(self, response: ApiResponse) -> R:
+        try:
+            receipt = serde.structure_document(response.payload, self.receipt)
+        except ResponseDecodeError as exc:  # the write is applied (2xx, or its record found): say so
+            record_id = response.payload.get("_id") if isinstance(response.payload, Mapping) else None
+            raise AppliedWithoutReceiptError(
+                f"the write WAS applied, but its record could not be read: {exc.message}",
+                record_id=record_id if isinstance(record_id, str) else None,
+                status_code=response.status,
+                method="POST",
+                path=self.path,
+            ) from exc
+        if response.provenance != "answer":
+            receipt = attrs.evolve(receipt, provenance=response.provenance)
+        return receipt
 
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""
