@@ -40,7 +40,7 @@ from .errors import (
 )
 from .retry import RetryPolicy
 
-__all__ = ["Recovered", "Reconciler"]
+__all__ = ["Recovered", "Reconciler", "conflict_error", "look"]
 
 logger = logging.getLogger("amili_async")
 
@@ -201,14 +201,7 @@ class Reconciler:
     # -- the steps ----------------------------------------------------------------------------------
 
     async def _look(self, identity: Identity) -> Sighting:
-        params = {"where": serde.dumps(identity.where).decode(), "max_results": str(LOOKUP_PAGE)}
-        payload = await self._get(identity.path, params)
-        try:
-            return identity.sort(payload)
-        except ValueError as exc:
-            from .errors import ResponseDecodeError
-
-            raise ResponseDecodeError(str(exc), method="GET", path=identity.path) from None
+        return await look(self._get, identity)
 
     async def _fetch(self, record_id: str) -> Mapping[str, Any] | None:
         try:
@@ -231,15 +224,34 @@ class Reconciler:
         return True
 
     def _conflict(self, identity: Identity, sighting: Sighting, seen: str, attempts: int) -> ReferenceConflictError:
-        records = (*sighting.matching, *sighting.different)
-        if sighting.different:
-            fields = sorted({name for record in sighting.different for name in identity.differences(record)})
-            what = f"held by a record that differs from this action on {', '.join(fields)}"
-        else:
-            what = f"held by {'more than ' if sighting.more else ''}{len(records)} records matching this action"
-        return ReferenceConflictError(
-            f"{seen}; its reference is {what}; none was taken as the answer and it was not sent again",
-            records=tuple(records),
-            expected=identity.wire_fields(),
-            **self._where(attempts),
-        )
+        return conflict_error(identity, sighting, f"{seen}; ", "; it was not sent again", **self._where(attempts))
+
+
+async def look(get: Get, identity: Identity) -> Sighting:
+    """One lookup by reference, every record checked (`Identity.sort`)."""
+    params = {"where": serde.dumps(identity.where).decode(), "max_results": str(LOOKUP_PAGE)}
+    payload = await get(identity.path, params)
+    try:
+        return identity.sort(payload)
+    except ValueError as exc:
+        from .errors import ResponseDecodeError
+
+        raise ResponseDecodeError(str(exc), method="GET", path=identity.path) from None
+
+
+def conflict_error(
+    identity: Identity, sighting: Sighting, before: str = "", after: str = "", **where: Any
+) -> ReferenceConflictError:
+    """The error for records that hold the reference but are not (exactly one record) the action's."""
+    records = (*sighting.matching, *sighting.different)
+    if sighting.different:
+        fields = sorted({name for record in sighting.different for name in identity.differences(record)})
+        what = f"held by a record that differs from this action on {', '.join(fields)}"
+    else:
+        what = f"held by {'more than ' if sighting.more else ''}{len(records)} records matching this action"
+    return ReferenceConflictError(
+        f"{before}its reference is {what}; none was taken as this action's record{after}",
+        records=tuple(records),
+        expected=identity.wire_fields(),
+        **where,
+    )

@@ -15,7 +15,8 @@ import attrs
 from .. import serde
 from .._evidence import Identity
 from .._pipeline import ApiResponse, Pipeline
-from ..errors import AmiliError, AppliedWithoutReceiptError, ResponseDecodeError
+from .._reconcile import conflict_error, look
+from ..errors import AmiliError, AppliedWithoutReceiptError, OutcomeUnknownError, ResponseDecodeError, ValidationError
 from ..models import _validate
 from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment, ReceiptedAction
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
@@ -65,6 +66,42 @@ class _ActionResource(Generic[A, R]):
         if response.provenance != "answer":
             receipt = attrs.evolve(receipt, provenance=response.provenance)
         return receipt
+
+    async def find(self, action: A, *, timeout: Timeout = None) -> R | None:
+        """The stored record of `action`, found by its reference and checked field by field: reconcile an
+        `OutcomeUnknownError` with it (`await resource.find(exc.action)`).
+
+        None means Amili holds no record under the reference *now* (a write still in progress may land later:
+        wait past the settle window before sending the action again). Records that hold the reference but
+        are not exactly one record of this action raise `ReferenceConflictError`; an answer that cannot prove
+        absence (a server ignoring the filter) raises `OutcomeUnknownError`; an action without a reference,
+        `ValidationError`.
+        """
+        identity = Identity.of(action)
+        if identity is None:
+            raise ValidationError(f"this {action.kind} has no reference to find it by")
+        pipeline = with_timeout(self._pipeline, timeout)
+
+        async def get(path: str, params: Mapping[str, str] | None) -> Any:
+            return (await pipeline.request("GET", path, params=params)).payload
+
+        try:
+            sighting = await look(get, identity)
+            if sighting.conflict:
+                raise conflict_error(identity, sighting, method="GET", path=self.path)
+            if sighting.unfiltered and sighting.found is None:
+                raise OutcomeUnknownError(
+                    "the lookup by reference answered records outside its filter: not finding it there proves nothing",
+                    method="GET",
+                    path=self.path,
+                )
+        except AmiliError as exc:
+            exc.action = action
+            exc.reference = action.reference
+            raise
+        if sighting.found is None:
+            return None
+        return attrs.evolve(serde.structure_document(sighting.found, self.receipt), provenance="found")
 
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""

@@ -15,7 +15,13 @@ from loopback_amili import CREDITOR, OTHER_CASE, LoopbackAmili, client, payment,
 from reliability_helpers import PAYMENTS, sent, stored_with_reference
 from reliability_helpers import payment as fake_payment
 
-from amili_async import CreditorCancellation, CreditorCrediting, OutcomeUnknownError, ReferenceConflictError
+from amili_async import (
+    CreditorCancellation,
+    CreditorCrediting,
+    OutcomeUnknownError,
+    ReferenceConflictError,
+    ValidationError,
+)
 from amili_async._evidence import Identity
 from amili_async.testing import Fault
 
@@ -210,3 +216,31 @@ def test_a_payment_by_invoice_number_matches_the_cases_invoice_number():
     }
     assert _sort(identity, stored).found == stored
     assert identity.differences({**stored, "case_invoice_number": "INV-2025-004"}) == ["invoice_number"]
+
+
+# -- `find(action)`: the same rule, for reconciling an unknown outcome later ----------------------------
+
+
+async def test_find_returns_only_the_actions_own_record(fake, creditor, case_id, client_for):
+    other_case = fake.add_case(creditor.id, capital=Decimal("1000"))
+    async with client_for() as amili:
+        mine = await amili.execute(fake_payment(creditor, case_id, "FIND-1"))
+        await amili.execute(fake_payment(creditor, other_case, "FIND-2"))
+        found = await amili.creditor_payments.find(fake_payment(creditor, case_id, "FIND-1"))
+        missing = await amili.creditor_payments.find(fake_payment(creditor, case_id, "FIND-NEVER"))
+        with pytest.raises(ReferenceConflictError) as caught:  # FIND-2 is held, but by another case's payment
+            await amili.creditor_payments.find(fake_payment(creditor, case_id, "FIND-2"))
+        with pytest.raises(ValidationError):
+            await amili.creditor_payments.find(fake_payment(creditor, case_id, None))
+    assert found is not None and found.id == mine.id and found.provenance == "found"
+    assert missing is None
+    assert caught.value.reference == "FIND-2" and len(caught.value.records) == 1
+
+
+async def test_find_on_a_raw_server_ignoring_where_does_not_claim_absence():
+    async with LoopbackAmili(ignore_where=True, records=[record("FIND-OTHER")]) as server, client(server) as amili:
+        with pytest.raises(OutcomeUnknownError) as caught:
+            await amili.creditor_payments.find(payment("FIND-ABSENT"))
+        assert caught.value.reference == "FIND-ABSENT"
+        found = await amili.creditor_payments.find(payment("FIND-OTHER"))  # on the unfiltered page: matched
+    assert found is not None and found.id == server.stored("FIND-OTHER")[0]["_id"]
