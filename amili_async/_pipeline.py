@@ -37,6 +37,7 @@ from ._evidence import (
     of_answer,
     of_failure,
 )
+from ._lookups import LookupSupport
 from ._reconcile import Reconciler
 from ._wire import is_object_id
 from .auth import Auth, Token, TokenCache, TokenEndpoint
@@ -182,6 +183,7 @@ class Connection:
     assumed_token_lifetime: float
     runtime: Runtime | None = None
     closed: bool = False
+    lookups: LookupSupport = attrs.field(factory=LookupSupport)  # the lists whose reference lookup Amili refused
 
     def bind(self, settings: Settings) -> Runtime:
         if self.closed:
@@ -374,7 +376,9 @@ class Pipeline:
         if isinstance(signal, Taken):
             state.proof = Proof.NOTHING  # an earlier attempt (or an earlier run) may hold the reference
         policy = self.settings.retry
-        reconciler = Reconciler(self._get, policy, state.deadline_at, call.method, call.path, call.identity)
+        reconciler = Reconciler(
+            self._get, policy, state.deadline_at, call.method, call.path, call.identity, self.connection.lookups
+        )
         recovered = await reconciler.settle(signal, number)
         if recovered is None:  # proven absent: the write may be sent again
             state.proof = Proof.NOT_APPLIED

@@ -29,6 +29,7 @@ import attrs
 
 from . import serde
 from ._evidence import Ambiguous, Identity, Sighting, Taken, Unreadable
+from ._lookups import LookupSupport
 from ._slots import outside_slot
 from .errors import (
     AmiliError,
@@ -61,7 +62,8 @@ class Recovered:
 
 class Reconciler:
     """Settles one call's signals. `get(path, params)` sends a read through the pipeline and returns its
-    decoded body; `deadline_at` is the call's deadline on the monotonic clock (None: no deadline)."""
+    decoded body; `deadline_at` is the call's deadline on the monotonic clock (None: no deadline); `lookups`
+    is the client's memory of lists whose lookup Amili refused."""
 
     def __init__(
         self,
@@ -71,8 +73,10 @@ class Reconciler:
         method: str,
         path: str,
         identity: Identity | None,
+        lookups: LookupSupport | None = None,
     ) -> None:
         self._get = get
+        self._lookups = lookups or LookupSupport()
         self._policy = policy
         self._deadline_at = deadline_at
         self._method = method
@@ -201,7 +205,8 @@ class Reconciler:
     # -- the steps ----------------------------------------------------------------------------------
 
     async def _look(self, identity: Identity) -> Sighting:
-        return await look(self._get, identity)
+        # Through the client's memory of refused lookups (`_lookups.py`): once refused, not asked again.
+        return await self._lookups.run(identity.path, lambda: look(self._get, identity))  # type: ignore[no-any-return]
 
     async def _fetch(self, record_id: str) -> Mapping[str, Any] | None:
         try:

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from .. import serde
-from .._evidence import Identity
+from .._evidence import Identity, Sighting
 from .._pipeline import ApiResponse, Pipeline
 from .._reconcile import conflict_error, look
 from ..errors import AmiliError, AppliedWithoutReceiptError, OutcomeUnknownError, ResponseDecodeError, ValidationError
@@ -86,7 +86,7 @@ class _ActionResource(Generic[A, R]):
             return (await pipeline.request("GET", path, params=params)).payload
 
         try:
-            sighting = await look(get, identity)
+            sighting: Sighting = await pipeline.connection.lookups.run(self.path, lambda: look(get, identity))
             if sighting.conflict:
                 raise conflict_error(identity, sighting, method="GET", path=self.path)
             if sighting.unfiltered and sighting.found is None:
