@@ -12,7 +12,7 @@ from decimal import Decimal
 import httpx
 import pytest
 from loopback_amili import TOKEN, LoopbackAmili, client, payment
-from reliability_helpers import PAYMENTS, lookups, sent, stored_with_reference
+from reliability_helpers import BIG_CAPITAL, PAYMENTS, VirtualTime, lookups, sent, stored_with_reference
 from reliability_helpers import payment as fake_payment
 
 from amili_async import (
@@ -38,7 +38,7 @@ from amili_async._evidence import (
     of_answer,
     of_failure,
 )
-from amili_async.testing import Fault
+from amili_async.testing import FakeAmili, Fault
 
 # -- the table itself -----------------------------------------------------------------------------------
 
@@ -169,12 +169,14 @@ async def test_an_unreadable_2xx_on_the_fake_is_fetched_by_its_id(fake, creditor
     assert len(sent(fake, "GET", f"{PAYMENTS}/{receipt.id}")) == 1
 
 
-async def test_an_unreadable_2xx_whose_record_lags_is_fetched_after_the_settle_window(
-    fake, creditor, case_id, client_for
-):
+async def test_an_unreadable_2xx_whose_record_lags_is_fetched_after_the_settle_window():
+    virtual = VirtualTime()  # the fake's clock and the SDK's waits, shared: the default window, no waiting
+    fake = FakeAmili(seed=5, clock=virtual)
+    creditor = fake.add_creditor()
+    case_id = fake.add_case(creditor.id, capital=BIG_CAPITAL)
     fake.inject(Fault("empty_body", path=PAYMENTS, method="POST", times=1))
-    fake.inject(Fault("read_lag", path=PAYMENTS, seconds=0.1))
-    async with client_for(retry=RetryPolicy(settle_window=0.3)) as amili:
+    fake.inject(Fault("read_lag", path=PAYMENTS, seconds=5))
+    async with fake.client(creditor, retry=RetryPolicy(sleep=virtual.sleep)) as amili:
         receipt = await amili.execute(fake_payment(creditor, case_id, "EV-LAGGING-FETCH"))
     assert [p["_id"] for p in fake.payments] == [receipt.id] and receipt.provenance == "fetched"
     fetches = sent(fake, "GET", f"{PAYMENTS}/{receipt.id}")
