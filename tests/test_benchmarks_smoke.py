@@ -88,4 +88,3 @@ def test_layer_script_measures_every_opentelemetry_mode(tmp_path: Path) -> None:
     assert runs["api"]["opentelemetry_modules"] > 0
     assert all(run["sdk_from"].startswith(str(BENCH.parent / "amili_async")) for run in runs.values())
     assert "| tree | otel | µs/call |" in proc.stdout
-

@@ -108,12 +108,13 @@ def test_missing_credentials_exit_2_without_secrets() -> None:
 def test_respite_grant_refused_exits_1() -> None:
     too_long = amili("respite", "grant", "--fake", "--days", "60", "--json")
     assert too_long.returncode == 1
-    assert "RespiteNotAllowedError" in too_long.stderr and "Traceback" not in too_long.stderr
+    # A 422 refusal is a RespiteValidationError: a RespiteNotAllowedError that is also a ValidationError.
+    assert "RespiteValidationError" in too_long.stderr and "Traceback" not in too_long.stderr
     out = json.loads(too_long.stdout)
-    assert out["ok"] is False and out["error"]["type"] == "RespiteNotAllowedError"
+    assert out["ok"] is False and out["error"]["type"] == "RespiteValidationError"
     assert "days" in out["error"]["issues"]
     late = amili("respite", "grant", "--fake", "--fake-state", "debt_collection", "--days", "14")
-    assert_clean_error(late, 1, "RespiteNotAllowedError", "respite.debt_collection_started")
+    assert_clean_error(late, 1, "RespiteValidationError", "respite.debt_collection_started")
 
 
 def test_respite_check_grant_case_get_cancel_credit() -> None:

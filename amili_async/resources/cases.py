@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import _telemetry, serde
 from .._pipeline import Pipeline
-from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, normalise_issues
+from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, RespiteValidationError, normalise_issues
 from ..models import _validate
 from ..models.actions import RespiteGrant
 from ..models.cases import Case, RespiteCheck
@@ -74,7 +74,8 @@ class Respite:
         return await self._execute(RespiteGrant(case=case_id, days=days), timeout, "amili.respite.grant")
 
     async def execute(self, action: RespiteGrant, *, timeout: Timeout = None) -> RespiteReceipt:
-        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`."""
+        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`; a 422 one is
+        a `RespiteValidationError`, which is also a `ValidationError`."""
         return await self._execute(action, timeout, "amili.respite.execute")
 
     async def _execute(self, action: RespiteGrant, timeout: Timeout, operation: str) -> RespiteReceipt:
@@ -98,7 +99,9 @@ class Respite:
             )
         except APIStatusError as exc:
             if exc.status_code in (400, 409, 422) and exc.issues:
-                raise RespiteNotAllowedError(
+                # A 422 refusal is a validation error too (`except ValidationError` catches it); see errors.py.
+                refusal = RespiteValidationError if exc.status_code == 422 else RespiteNotAllowedError
+                raise refusal(
                     exc.message,
                     status_code=exc.status_code,
                     issues=exc.issues,

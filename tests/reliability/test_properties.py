@@ -234,7 +234,7 @@ def _receipts(cls: type) -> st.SearchStrategy[Any]:
     }
     strategies: dict[str, st.SearchStrategy[Any]] = {}
     for a in attrs.fields(cls):
-        if a.metadata.get("local"):  # about the SDK's call (request ids), never part of Amili's document
+        if a.metadata.get("local"):  # not a wire field (provenance, request ids): its default is used
             continue
         if a.name == "extra":
             strategies[a.name] = st.dictionaries(
