@@ -114,7 +114,7 @@ class ApiCodeJwtAuth:
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
         headers = {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}
-        return parse_token_answer(await send("GET", TOKEN_PATH, headers, None))
+        return parse_token_answer(await send("GET", TOKEN_PATH, headers, None), "GET")
 
 
 def _load_private_key(key: Any, algorithm: str) -> Any:
@@ -158,7 +158,7 @@ class ApiCodeAuth:
     async def fetch(self, send: TokenSender) -> TokenGrant:
         body = serde.dumps({"api_code": self.api_code})
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        return parse_token_answer(await send("POST", TOKEN_PATH, headers, body))
+        return parse_token_answer(await send("POST", TOKEN_PATH, headers, body), "POST")
 
 
 @attrs.define(repr=False)
@@ -188,11 +188,14 @@ _TOKEN_KEYS = ("token", "access_token", "accessToken")
 _EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
 
 
-def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
+def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes], method: str = "GET") -> TokenGrant:
+    """The token endpoint's answer -> a grant, or the error it is. `method` is the login's (GET or POST).
+
+    The sender has already scrubbed an error answer of the JWT and the API code (issue 11)."""
     status, _headers, raw = answer
     if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
-        err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
+        err = error_for_status(status, payload, raw, method=method, path=TOKEN_PATH)
         err.message = f"could not obtain an access token: {err.message}"
         raise err
     payload = _json_or_none(raw)
@@ -210,6 +213,7 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
         raise ResponseDecodeError(
             "the token endpoint answered without a token (body not shown)",
             status_code=status,
+            method=method,
             path=TOKEN_PATH,
         )
     check_token_text(token, ResponseDecodeError)

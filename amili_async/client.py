@@ -21,6 +21,7 @@ import httpx
 import sniffio
 
 from . import serde
+from ._redact import Redactor, describe_query, query_values, secrets_of, transport_text
 from ._version import __version__
 from .auth import ApiCodeJwtAuth, Auth, Token, TokenCache
 from .bulk import Outcome, run_many
@@ -51,6 +52,7 @@ from .resources import Cases, CreditorCancellations, CreditorCreditings, Credito
 from .resources._base import ApiResponse
 from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, classify_exception, retry_after_seconds
 from .transports import (
+    MAX_BODY,
     Exchange,
     build_default_transport,
     exchange_for,
@@ -149,12 +151,12 @@ class _Runtime:
         self.own_transport = client._transport is None and client._http_client is None
         self.transport: httpx.AsyncBaseTransport | None = None
         if client._http_client is not None:
-            self.exchange: Exchange = httpx_exchange(client._http_client)
+            self.exchange: Exchange = httpx_exchange(client._http_client, client._max_response_bytes)
         else:
             self.transport = client._transport or build_default_transport(
                 loop[0], limits=client._limits, verify=client._verify, trust_env=client._trust_env
             )
-            self.exchange = exchange_for(self.transport)
+            self.exchange = exchange_for(self.transport, client._max_response_bytes)
         self.tokens = TokenCache(
             client._auth,
             client._send_token_request,
@@ -207,6 +209,7 @@ class AsyncAmiliClient:
         verify: Any = True,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = MAX_BODY,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
@@ -214,6 +217,11 @@ class AsyncAmiliClient:
             raise ConfigurationError("TLS verification cannot be turned off; pass an ssl.SSLContext for a private CA")
         _configure_logging_from_env()
         self._auth: Auth = auth if auth is not None else _auth_from_env()
+        # issue 11: the one redaction point of this client; the auth's secrets now, tokens and JWTs as they come.
+        self._redactor = Redactor(secrets_of(self._auth))
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) or max_response_bytes < 1:
+            raise ConfigurationError("max_response_bytes must be a positive int")
+        self._max_response_bytes = max_response_bytes
         self._base_url = _check_base_url(base_url or os.environ.get("AMILI_BASE_URL") or SANDBOX_URL)
         self._timeout = (
             timeout
@@ -337,10 +345,18 @@ class AsyncAmiliClient:
         return await self._run(call)
 
     async def _run(self, call: _Call) -> ApiResponse:
+        try:
+            return await self._run_policy(call)
+        except AmiliError as exc:  # issue 11: name the query by its shape only, never by its values
+            if call.params and exc.query is None:
+                exc.query = describe_query(call.params)
+            raise
+
+    async def _run_policy(self, call: _Call) -> ApiResponse:
         runtime = self._bind()
         policy = self._retry
         started = time.monotonic()
-        describe = f"{call.method} {call.path}"
+        describe = f"{call.method} {call.path}{describe_query(call.params)}"
 
         tried = 0  # attempts started, for the deadline error
 
@@ -397,9 +413,13 @@ class AsyncAmiliClient:
             )
         except httpx.TransportError as exc:
             self._log(call, None, number, started, exc)
-            raise self._transport_failure(call, exc, number) from exc
-        self._log(call, status, number, started)
-        return ApiResponse(status, response_headers, raw)
+            failure = self._transport_failure(call, exc, number, token)
+        else:
+            self._log(call, status, number, started)
+            return ApiResponse(status, response_headers, raw)
+        # Raised outside the `except`: an httpx exception holds the request and its X-API-Key header, so it
+        # must not become our error's __cause__ or __context__ (issue 11).
+        raise failure
 
     def _log(
         self, call: _Call, status: int | None, number: int, started: float, exc: BaseException | None = None
@@ -409,9 +429,10 @@ class AsyncAmiliClient:
             outcome = status if exc is None else type(exc).__name__
             logger.debug("%s %s -> %s attempt=%d elapsed_ms=%.1f", call.method, call.path, outcome, number, elapsed)
 
-    def _transport_failure(self, call: _Call, exc: httpx.TransportError, number: int) -> Exception:
+    def _transport_failure(self, call: _Call, exc: httpx.TransportError, number: int, token: Token) -> Exception:
         kind = classify_exception(exc)
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        self._redactor.remember(token.value)
+        text = transport_text(exc, self._redactor, query_values(call.params))
         if kind is FailureKind.AMBIGUOUS and call.write:
             return _Ambiguous(f"{text} (after the request was sent)")
         is_timeout = isinstance(exc, httpx.TimeoutException)
@@ -430,9 +451,11 @@ class AsyncAmiliClient:
             ):
                 return response
             try:
-                response.payload = serde.loads(response.raw)
+                response.payload = serde.loads_document(response.raw)
             except ValueError:
-                message = f"answered {status} but the body is not JSON: {excerpt(response.raw)!r}"
+                self._redactor.remember(token.value)
+                shown = self._redactor.scrub(excerpt(response.raw), query_values(call.params))
+                message = f"answered {status} but the body is not JSON: {shown!r}"
                 if call.write:
                     raise _Ambiguous(message) from None
                 decode_error = ResponseDecodeError(
@@ -440,9 +463,10 @@ class AsyncAmiliClient:
                 )
                 raise Failure(decode_error, FailureKind.AMBIGUOUS) from None
             return response
-        secret = token.value.encode()
-        if len(secret) >= 8 and secret in response.raw:  # an echoed token must not reach our errors
-            response = ApiResponse(status, response.headers, response.raw.replace(secret, b"***"))
+        # issue 11: nothing Amili echoes (token, JWT, API code, key, query values) reaches our errors.
+        self._redactor.remember(token.value)
+        raw = self._redactor.scrub_answer(response.raw, query_values(call.params))
+        response = ApiResponse(status, response.headers, raw)
         payload = response.json_or_none()
         retry_after = retry_after_seconds(response.headers) if status in (429, 503) else None
         error = error_for_status(
@@ -498,14 +522,21 @@ class AsyncAmiliClient:
         # The provider's headers replace the client's defaults of the same name (no doubled Accept).
         own = {name.lower() for name in headers}
         defaults = [(name, value) for name, value in self._headers if name.lower() not in own]
+        for name, value in headers.items():  # issue 11: the signed login JWT is a secret from now on
+            if name.lower() == "x-api-key":
+                self._redactor.remember(value)
         try:
             status, response_headers, raw = await runtime.exchange(
                 method, self._base_url + path, [*defaults, *headers.items()], body, self._timeout_ext
             )
         except httpx.TransportError as exc:
             kind = TimeoutError if isinstance(exc, httpx.TimeoutException) else TransportError
-            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
-        return status, response_headers, raw
+            error = kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path)
+        else:
+            if not 200 <= status < 300:  # its error body may echo the JWT or the API code
+                raw = self._redactor.scrub_answer(raw)
+            return status, response_headers, raw
+        raise error  # outside the `except`: not chained to an exception that holds the request
 
     # -- actions ---------------------------------------------------------------------------------------
 

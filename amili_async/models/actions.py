@@ -45,7 +45,7 @@ def _money(value: Any) -> Any:
 
 def _origin(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value != ORIGIN:
-        raise v.fail("origin", f"must be {ORIGIN!r}, got {value!r}")
+        raise v.fail("origin", f"must be {ORIGIN!r}, got {v.shown(value)}")
 
 
 @attrs.frozen(kw_only=True)
