@@ -109,7 +109,9 @@ def _forms(secrets: Iterable[str]) -> set[str]:
         every = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else json.dumps(c)[1:-1] for c in s)
         urls = {quote(s, safe=""), quote(s, safe="/"), quote_plus(s, safe="")}
         urls |= {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), u) for u in urls}
-        forms |= {s, *escaped, every, every.upper().replace("\\U", "\\u"), *urls}
+        spelled = {s, *escaped, every, every.upper().replace("\\U", "\\u"), *urls}
+        # And as the repr() of a str or bytes holding them shows them (a parser's error quoting the line).
+        forms |= spelled | {f.replace("\\", "\\\\") for f in spelled if "\\" in f}
     return forms
 
 

@@ -46,6 +46,7 @@ from .models.actions import (
     CreditorCrediting,
     CreditorPayment,
     RespiteGrant,
+    check_action,
 )
 from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt, RespiteReceipt
 from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
@@ -452,17 +453,19 @@ class AsyncAmiliClient:
                 return response
             try:
                 response.payload = serde.loads_document(response.raw)
+                return response
             except ValueError:
-                self._redactor.remember(token.value)
-                shown = self._redactor.scrub(excerpt(response.raw), query_values(call.params))
-                message = f"answered {status} but the body is not JSON: {shown!r}"
-                if call.write:
-                    raise _Ambiguous(message) from None
-                decode_error = ResponseDecodeError(
-                    message, status_code=status, method=call.method, path=call.path, attempts=number
-                )
-                raise Failure(decode_error, FailureKind.AMBIGUOUS) from None
-            return response
+                pass
+            # Built outside the `except`: a JSONDecodeError keeps the whole body (`doc`) and must not be chained.
+            self._redactor.remember(token.value)
+            shown = self._redactor.scrub(excerpt(response.raw), query_values(call.params))
+            message = f"answered {status} but the body is not JSON: {shown!r}"
+            if call.write:
+                raise _Ambiguous(message)
+            decode_error = ResponseDecodeError(
+                message, status_code=status, method=call.method, path=call.path, attempts=number
+            )
+            raise Failure(decode_error, FailureKind.AMBIGUOUS)
         # issue 11: nothing Amili echoes (token, JWT, API code, key, query values) reaches our errors.
         self._redactor.remember(token.value)
         raw = self._redactor.scrub_answer(response.raw, query_values(call.params))
@@ -551,6 +554,7 @@ class AsyncAmiliClient:
 
     async def execute(self, action: Action) -> Receipt | RespiteReceipt:
         """Run one action. Raises an `AmiliError` whose `action` and `reference` say which one failed."""
+        check_action(action)  # issue 11: anything else is a ValidationError, not an AttributeError
         try:
             if isinstance(action, RespiteGrant):
                 return await self._grant_respite(action)

@@ -19,6 +19,7 @@ from .receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt
 __all__ = [
     "ACTION_TYPES",
     "Action",
+    "check_action",
     "CreditorCancellation",
     "CreditorCrediting",
     "CreditorPayment",
@@ -172,3 +173,11 @@ RECEIPT_FOR: dict[type[Any], type[Any]] = {
     CreditorCrediting: CreditingReceipt,
     CreditorCancellation: CancellationReceipt,
 }
+
+
+def check_action(value: Any) -> Action:
+    """`value` if it is one of the four actions; anything else is a `ValidationError`, before anything is sent."""
+    if not isinstance(value, ACTION_TYPES):
+        names = ", ".join(cls.__name__ for cls in ACTION_TYPES)
+        raise v.fail("action", f"must be one of {names}, got {type(value).__name__}")
+    return value  # type: ignore[no-any-return]

@@ -13,7 +13,7 @@ from .. import serde
 from ..models import _validate
 from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
-from ._base import AsyncPager, Pipeline
+from ._base import MAX_PAGES, AsyncPager, Pipeline
 
 __all__ = ["CreditorCancellations", "CreditorCreditings", "CreditorPayments"]
 
@@ -45,9 +45,12 @@ class _ActionResource(Generic[R]):
         sort: str | None = None,
         max_results: int = 25,
         limit: int | None = None,
+        max_pages: int | None = MAX_PAGES,
         timeout: Timeout = None,
     ) -> AsyncPager[R]:
-        """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate."""
+        """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate.
+
+        The pager always ends: see `AsyncPager` (`max_pages` bounds it whatever the server claims)."""
         return AsyncPager(
             _pipe(self._pipeline, timeout),
             self.path,
@@ -56,6 +59,7 @@ class _ActionResource(Generic[R]):
             sort=sort,
             max_results=max_results,
             limit=limit,
+            max_pages=max_pages,
         )
 
 
