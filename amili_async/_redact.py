@@ -23,6 +23,7 @@ _MIN_SECRET = 6  # shorter strings are too common to take out of a text without 
 _RECENT = 8  # access tokens and login JWTs kept (the current ones and a few before them)
 _MIN_EXTRA = 4  # a query value shorter than this is not worth hiding (and would shred the text)
 _MAX_ERROR_BODY = 64 * 1024  # an error envelope is small; a bigger error answer is kept as an excerpt only
+_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
 _QUERY = re.compile(r"\?(?:[^\s'\"<>&=#?]+=[^\s'\"<>&#]*&?)+")
 
 
@@ -105,7 +106,8 @@ def _forms(secrets: Iterable[str]) -> set[str]:
     forms: set[str] = set()
     for s in secrets:
         escaped = {json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1]}
-        escaped |= {e.replace("/", "\\/") for e in escaped}
+        escaped |= {e.translate(_HTML_SAFE) for e in escaped}  # Go's encoder: <, >, & as \u003c, \u003e, \u0026
+        escaped |= {e.replace("/", "\\/") for e in escaped}  # PHP's: / as \/
         every = "".join(f"\\u{ord(c):04x}" if ord(c) < 0x10000 else json.dumps(c)[1:-1] for c in s)
         urls = {quote(s, safe=""), quote(s, safe="/"), quote_plus(s, safe="")}
         urls |= {re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), u) for u in urls}

@@ -91,6 +91,7 @@ def _secret(value: Any, name: str) -> str:
 class ApiCodeJwtAuth:
     """`GET /authenticates/api-code` with a JWT signed by your private key (the documented default)."""
 
+    login_method = "GET"  # how its errors name the login (issue 11)
     api_code: str = attrs.field(converter=_api_code)
     private_key: Any = attrs.field()
     algorithm: str = "ES256"
@@ -114,7 +115,7 @@ class ApiCodeJwtAuth:
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
         headers = {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}
-        return parse_token_answer(await send("GET", TOKEN_PATH, headers, None), "GET")
+        return parse_token_answer(await send(self.login_method, TOKEN_PATH, headers, None), self.login_method)
 
 
 def _load_private_key(key: Any, algorithm: str) -> Any:
@@ -149,6 +150,7 @@ _CURVE_FOR = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 class ApiCodeAuth:
     """`POST /authenticates/api-code` with the API code in the body (static-IP accounts)."""
 
+    login_method = "POST"  # how its errors name the login (issue 11)
     api_code: str = attrs.field(converter=_api_code)
     refreshable: bool = attrs.field(default=True, init=False)
 
@@ -158,7 +160,7 @@ class ApiCodeAuth:
     async def fetch(self, send: TokenSender) -> TokenGrant:
         body = serde.dumps({"api_code": self.api_code})
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        return parse_token_answer(await send("POST", TOKEN_PATH, headers, body), "POST")
+        return parse_token_answer(await send(self.login_method, TOKEN_PATH, headers, body), self.login_method)
 
 
 @attrs.define(repr=False)
@@ -374,7 +376,7 @@ class TokenCache:
             self._record_failure(
                 errors.TimeoutError(
                     f"could not obtain an access token: the token endpoint did not answer within {self._timeout} s",
-                    method="GET",
+                    method=getattr(self._auth, "login_method", "GET"),  # issue 11: POST for ApiCodeAuth
                     path=TOKEN_PATH,
                 )
             )

@@ -80,6 +80,7 @@ def spellings(secret: str) -> set[str]:
         secret,
         json_escaped,
         json_escaped.replace("/", "\\/"),
+        json_escaped.replace("&", "\\u0026"),  # Go's encoder escapes <, > and & so
         "".join(f"\\u{ord(c):04x}" for c in secret),
         "".join(f"\\u{ord(c):04X}" for c in secret),
         url,
@@ -185,6 +186,7 @@ def echo_items(secrets: list[str], forms: str = "all") -> list[str]:
         by_form = {
             "raw": escaped,  # JSON needs its own escapes even for a "raw" echo
             "json-slash": escaped.replace("/", "\\/"),
+            "json-go": escaped.replace("&", "\\u0026").replace("<", "\\u003c"),
             "uescape": "".join(f"\\u{ord(c):04x}" for c in secret),
             "url": quote(secret, safe=""),
             "url-lower": re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), quote(secret, safe="")),
@@ -330,6 +332,7 @@ KINDS: dict[str, Kind] = {
     "login garbage status line": Kind(lambda: EchoServer(login="garbage"), get_case, TransportError),
     "login hang-up": Kind(lambda: EchoServer(login="drop"), get_case, TransportError, auth="code"),
     "login answer too large": Kind(lambda: EchoServer(login="big"), get_case, TransportError),
+    "login timeout (POST)": Kind(lambda: EchoServer(login="stall"), get_case, TimeoutError, auth="code", method="POST"),
     "401 twice echoing the token": Kind(lambda: EchoServer(data="json-401"), get_case, AuthenticationError),
     "404 page echoing the URL of a filtered list": Kind(lambda: EchoServer(data="html-404"), list_cases, NotFoundError),
     "422 echoing everything on a payment": Kind(
@@ -399,7 +402,7 @@ async def test_no_secret_in_any_spelling_after_each_failure_kind(name, transport
     assert_no_secret(secrets, [repr(client), str(client)], f"{name}: the client")
 
 
-@pytest.mark.parametrize("form", ["raw", "json-slash", "uescape", "url", "url-lower", "url-plus"])
+@pytest.mark.parametrize("form", ["raw", "json-slash", "json-go", "uescape", "url", "url-lower", "url-plus"])
 @pytest.mark.parametrize("where", ["login", "data"])
 async def test_no_secret_in_an_html_error_page_whatever_the_spelling(form, where, debug_logs):
     """An HTML page is kept as a short excerpt: each spelling gets its own page, so each reaches the excerpt."""
@@ -518,3 +521,16 @@ def test_a_big_error_body_is_kept_as_an_excerpt_only():
     raw = b"<html>" + API_CODE.encode() + b" " + b"x" * 200_000 + b"</html>"
     scrubbed = redactor.scrub_answer(raw)
     assert len(scrubbed) < 1000 and API_CODE.encode() not in scrubbed
+
+
+async def test_a_post_login_that_outlives_the_token_timeout_is_named_post():
+    async with RawServer(EchoServer(login="stall")) as raw:
+        client = AsyncAmiliClient(
+            auth=ApiCodeAuth(api_code=API_CODE), base_url=raw.base_url, retry=RetryPolicy.no_delay(), token_timeout=0.1
+        )
+        async with client:
+            with pytest.raises(TimeoutError) as caught:
+                await client.cases.get(CASE)
+    assert (caught.value.method, caught.value.path) == ("POST", TOKEN_PATH)
+    assert "within 0.1 s" in str(caught.value)
+    assert [(r.method, r.path) for r in raw.requests] == [("POST", TOKEN_PATH)]
