@@ -346,14 +346,6 @@ class AsyncAmiliClient:
         return await self._run(call)
 
     async def _run(self, call: _Call) -> ApiResponse:
-        try:
-            return await self._run_policy(call)
-        except AmiliError as exc:  # issue 11: name the query by its shape only, never by its values
-            if call.params and exc.query is None:
-                exc.query = describe_query(call.params)
-            raise
-
-    async def _run_policy(self, call: _Call) -> ApiResponse:
         runtime = self._bind()
         policy = self._retry
         started = time.monotonic()
@@ -383,9 +375,10 @@ class AsyncAmiliClient:
             with anyio.move_on_after(policy.deadline):
                 return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
         message = f"no answer within the {policy.deadline:g} s deadline"
+        query = describe_query(call.params)  # issue 11: the query's shape, never its values
         if call.write:
-            raise OutcomeUnknownError(message, method=call.method, path=call.path, attempts=tried)
-        raise TimeoutError(message, method=call.method, path=call.path, attempts=tried)
+            raise OutcomeUnknownError(message, method=call.method, path=call.path, attempts=tried, query=query)
+        raise TimeoutError(message, method=call.method, path=call.path, attempts=tried, query=query)
 
     async def _attempt(self, runtime: _Runtime, call: _Call, number: int) -> ApiResponse:
         try:
@@ -438,7 +431,7 @@ class AsyncAmiliClient:
             return _Ambiguous(f"{text} (after the request was sent)")
         is_timeout = isinstance(exc, httpx.TimeoutException)
         error = (TimeoutError if is_timeout else TransportError)(
-            text, method=call.method, path=call.path, attempts=number
+            text, method=call.method, path=call.path, attempts=number, query=describe_query(call.params)
         )
         return error if kind is FailureKind.FATAL else Failure(error, kind)
 
@@ -463,7 +456,12 @@ class AsyncAmiliClient:
             if call.write:
                 raise _Ambiguous(message)
             decode_error = ResponseDecodeError(
-                message, status_code=status, method=call.method, path=call.path, attempts=number
+                message,
+                status_code=status,
+                method=call.method,
+                path=call.path,
+                attempts=number,
+                query=describe_query(call.params),
             )
             raise Failure(decode_error, FailureKind.AMBIGUOUS)
         # issue 11: nothing Amili echoes (token, JWT, API code, key, query values) reaches our errors.
@@ -481,6 +479,7 @@ class AsyncAmiliClient:
             retry_after=retry_after,
             attempts=number,
         )
+        error.query = describe_query(call.params) or None  # issue 11: the query's shape, never its values
         if status == 429:
             raise Failure(error, FailureKind.THROTTLED, retry_after)
         if status in (500, 502, 503, 504):

@@ -94,7 +94,7 @@ class AmiliError(Exception):
         self.issues: Issues = issues or {}
         self.method = method
         self.path = path
-        self.query = query
+        self.query = query or None
         self.body = body
         self.attempts = attempts
 
