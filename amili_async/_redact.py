@@ -33,7 +33,7 @@ class Redactor:
     A secret is removed raw, JSON-escaped (`\\/`, `\\uXXXX` in either case, `\\"`) and URL-encoded (`%2F`
     in either case, `+` for a space); a PEM key by each line of its body and by the body joined; a JWT also by
     its claims and its signature (the claims decode to the API code). Plain substring searches, longest
-    spelling first: fast enough for the error path (a 64 KiB body in a few milliseconds), never run on success.
+    spelling first: fast enough for the error path (about 10 ms for a 64 KiB body), never run on success.
     """
 
     __slots__ = ("_fixed", "_recent", "_sorted")
@@ -78,11 +78,12 @@ class Redactor:
         return _QUERY.sub("?…", text) if "?" in text else text
 
     def scrub_answer(self, raw: bytes, extra: Iterable[str] = ()) -> bytes:
-        """An error answer's body, scrubbed; a body too big to be an error envelope is cut to an excerpt."""
-        if len(raw) > _MAX_ERROR_BODY:
-            raw = excerpt(raw).encode()
-        text = raw.decode("utf-8", "surrogateescape")
-        return self.scrub(text, extra).encode("utf-8", "surrogateescape")
+        """An answer's body, scrubbed; one too big to be an error envelope becomes a (scrubbed) excerpt.
+
+        Scrubbed *before* it is cut: cutting first could leave the first half of a secret at the cut."""
+        big = len(raw) > _MAX_ERROR_BODY
+        text = self.scrub(raw[:_MAX_ERROR_BODY].decode("utf-8", "surrogateescape"), extra)
+        return (excerpt(text.encode("utf-8", "surrogateescape")) if big else text).encode("utf-8", "surrogateescape")
 
 
 def _parts(secret: str) -> list[str]:

@@ -451,7 +451,7 @@ class AsyncAmiliClient:
                 pass
             # Built outside the `except`: a JSONDecodeError keeps the whole body (`doc`) and must not be chained.
             self._redactor.remember(token.value)
-            shown = self._redactor.scrub(excerpt(response.raw), query_values(call.params))
+            shown = excerpt(self._redactor.scrub_answer(response.raw, query_values(call.params)))
             message = f"answered {status} but the body is not JSON: {shown!r}"
             if call.write:
                 raise _Ambiguous(message)

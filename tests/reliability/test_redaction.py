@@ -534,3 +534,15 @@ async def test_a_post_login_that_outlives_the_token_timeout_is_named_post():
     assert (caught.value.method, caught.value.path) == ("POST", TOKEN_PATH)
     assert "within 0.1 s" in str(caught.value)
     assert [(r.method, r.path) for r in raw.requests] == [("POST", TOKEN_PATH)]
+
+
+@pytest.mark.parametrize("size", [150, 70_000])
+def test_an_excerpt_never_keeps_the_first_half_of_a_secret_it_cut(size):
+    """Scrubbed first, cut second: a secret across the excerpt's end must not leave its start behind."""
+    from amili_async.errors import excerpt
+
+    redactor = Redactor([API_CODE])
+    raw = b"x" * 190 + API_CODE.encode() + b" tail" * (size // 5)
+    shown = excerpt(redactor.scrub_answer(raw))
+    assert API_CODE[:8] not in shown
+    assert shown.startswith("x" * 190 + "***")
