@@ -135,6 +135,9 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
                 async with session.request(
                     method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
                 ) as response:
+                    length = response.content_length
+                    if length is not None and length <= max_body and "Content-Encoding" not in response.headers:
+                        return response.status, response.headers, await response.read()  # stops at the length
                     return response.status, response.headers, await _read_capped(response, max_body)
             except httpx.TransportError:
                 raise
@@ -172,11 +175,8 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
 async def _read_capped(response: Any, max_body: int) -> bytes:
     """The whole body of an aiohttp response, or `httpx.ReadError` as soon as it passes `max_body` bytes."""
     length = response.content_length
-    if length is not None:
-        if length > max_body:
-            raise _too_large(max_body)
-        if "Content-Encoding" not in response.headers:  # identity: the parser stops at Content-Length
-            return await response.read()  # type: ignore[no-any-return]
+    if length is not None and length > max_body:
+        raise _too_large(max_body)
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():  # chunked, close-delimited or decompressed: count it
