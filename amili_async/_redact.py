@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import excerpt
 
-__all__ = ["REDACTED", "Redactor", "describe_query", "query_values", "secrets_of", "transport_text"]
+__all__ = ["REDACTED", "Redactor", "describe_query", "named", "query_values", "secrets_of", "transport_text"]
 
 
 REDACTED = "***"
@@ -55,7 +55,7 @@ class Redactor:
 
     def remember(self, secret: str) -> None:
         """A short-lived secret (access token, login JWT); the oldest is forgotten after a few newer ones."""
-        if secret in self._recent:
+        if not secret or secret in self._recent:
             return
         self._recent[secret] = tuple(_forms(_parts(secret)))
         if len(self._recent) > _RECENT:
@@ -84,6 +84,22 @@ class Redactor:
         big = len(raw) > _MAX_ERROR_BODY
         text = self.scrub(raw[:_MAX_ERROR_BODY].decode("utf-8", "surrogateescape"), extra)
         return (excerpt(text.encode("utf-8", "surrogateescape")) if big else text).encode("utf-8", "surrogateescape")
+
+    # What the pipeline calls: each takes the token the request was sent with and the request's query.
+
+    def answer(self, raw: bytes, token: str, params: Mapping[str, str] | None) -> bytes:
+        """An error answer to a request sent with `token`: scrubbed, its query values included."""
+        self.remember(token)
+        return self.scrub_answer(raw, query_values(params))
+
+    def unreadable(self, raw: bytes, token: str, params: Mapping[str, str] | None) -> str:
+        """A short, scrubbed excerpt of an answer that could not be read."""
+        return excerpt(self.answer(raw, token, params))
+
+    def transport_error(self, exc: BaseException, token: str, params: Mapping[str, str] | None) -> str:
+        """What a transport exception may say in our errors: its class name and its scrubbed message."""
+        self.remember(token)
+        return transport_text(exc, self, query_values(params))
 
 
 def _parts(secret: str) -> list[str]:
@@ -146,6 +162,22 @@ def _pem_forms(key: Any) -> list[str]:
         ]
     except Exception:  # not a key cryptography can write: nothing more to hide than what it holds
         return []
+
+
+class Request(Protocol):
+    """What `named` needs of a request (the pipeline's `Call`)."""
+
+    @property
+    def method(self) -> str: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, str] | None: ...
+
+
+def named(request: Request, attempts: int) -> dict[str, Any]:
+    """How an error names its request: method, path and the query's shape (never its values), and attempts."""
+    return dict(method=request.method, path=request.path, attempts=attempts, query=describe_query(request.params))
 
 
 def describe_query(params: Mapping[str, str] | None) -> str:

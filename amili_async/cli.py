@@ -10,6 +10,7 @@ amili respite check CASE
 amili respite grant CASE --days N
 amili case get CASE
 amili bulk FILE --out results.jsonl [--concurrency N] [--fake [--fake-cases K]]
+amili doctor [--case ID] [--write-test CASE] [--json]
 ```
 
 Credentials come from the environment (`AMILI_BASE_URL`, `AMILI_API_CODE`, `AMILI_PRIVATE_KEY` or
@@ -41,6 +42,7 @@ import anyio
 import attrs
 import orjson
 
+from . import doctor
 from ._progress import Progress, format_duration
 from ._version import __version__
 from .client import AsyncAmiliClient
@@ -1432,6 +1434,7 @@ def build_parser() -> argparse.ArgumentParser:
     bulk.add_argument("--base-url", default=None, help="Amili's base URL (default: $AMILI_BASE_URL)")
     bulk.add_argument("--fake", action="store_true", help="run against an in-memory Amili (see 'Trying it out' above)")
     bulk.add_argument("--fake-cases", type=_positive_int, default=100, help="cases to seed with --fake (default: 100)")
+    doctor.add_parser(commands)  # issue 16: `amili doctor` lives in amili_async/doctor.py
     return parser
 
 
@@ -1469,12 +1472,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     command = args.command
     if command == "bulk":
         return _bulk(args)  # files are opened before the event loop starts
+    if command == "doctor":
+        return doctor.run(args)
     runner: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = _demo if command == "demo" else _single
     return asyncio.run(runner(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `amili` console script (also `python -m amili_async`). Returns the exit code."""
+    from ._config import configure_logging_from_env
+
+    configure_logging_from_env()
     parser = build_parser()
     args = parser.parse_args(argv)
     prog = _prog(args)

@@ -271,6 +271,7 @@ def error_for_status(
     path: str,
     retry_after: float | None = None,
     attempts: int = 1,
+    query: str | None = None,
 ) -> APIStatusError:
     """Build the exception for an error answer, from Eve's envelope when there is one."""
     issues: dict[str, tuple[str, ...]] = {}
@@ -290,7 +291,7 @@ def error_for_status(
         message = _default_message(status, body)
     cls: type[APIStatusError] = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIStatusError)
     kwargs: dict[str, Any] = dict(
-        status_code=status, issues=issues, method=method, path=path, body=body, attempts=attempts
+        status_code=status, issues=issues, method=method, path=path, body=body, attempts=attempts, query=query
     )
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after, **kwargs)

@@ -14,9 +14,9 @@ from datetime import datetime, timezone
 from decimal import Context, Decimal
 from typing import Any
 
+from .._wire import OBJECT_ID as _OBJECT_ID
 from ..errors import ValidationError
 
-_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # What an identifier must not hold, by Unicode category: C0/C1 controls (Cc), format characters (Cf: bidi

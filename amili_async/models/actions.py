@@ -13,17 +13,19 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ..errors import ValidationError
 from . import _validate as v
 from .receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt
 
 __all__ = [
     "ACTION_TYPES",
     "Action",
-    "check_action",
     "CreditorCancellation",
     "CreditorCrediting",
     "CreditorPayment",
+    "ReceiptedAction",
     "RespiteGrant",
+    "not_an_action",
 ]
 
 ORIGIN = "creditor_system"
@@ -55,7 +57,6 @@ class CreditorPayment:
 
     path: ClassVar[str] = "/creditor--payments"
     kind: ClassVar[str] = "payment"
-    reference_field: ClassVar[str] = "creditor_payment_reference"
 
     creditor: str = attrs.field(validator=_check(v.object_id))
     amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
@@ -87,7 +88,6 @@ class CreditorCrediting:
 
     path: ClassVar[str] = "/creditor--creditings"
     kind: ClassVar[str] = "crediting"
-    reference_field: ClassVar[str] = "creditor_reference"
 
     amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
     currency: str = attrs.field(validator=_check(v.currency))
@@ -123,7 +123,6 @@ class CreditorCancellation:
 
     path: ClassVar[str] = "/creditor--cancellations"
     kind: ClassVar[str] = "cancellation"
-    reference_field: ClassVar[str] = "case"
 
     creditor: str = attrs.field(validator=_check(v.object_id))
     case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
@@ -167,6 +166,7 @@ class RespiteGrant:
 
 
 Action = CreditorPayment | CreditorCrediting | CreditorCancellation | RespiteGrant
+ReceiptedAction = CreditorPayment | CreditorCrediting | CreditorCancellation  # answered with a stored record
 ACTION_TYPES: tuple[type[Any], ...] = (CreditorPayment, CreditorCrediting, CreditorCancellation, RespiteGrant)
 RECEIPT_FOR: dict[type[Any], type[Any]] = {
     CreditorPayment: PaymentReceipt,
@@ -175,9 +175,7 @@ RECEIPT_FOR: dict[type[Any], type[Any]] = {
 }
 
 
-def check_action(value: Any) -> Action:
-    """`value` if it is one of the four actions; anything else is a `ValidationError`, before anything is sent."""
-    if not isinstance(value, ACTION_TYPES):
-        names = ", ".join(cls.__name__ for cls in ACTION_TYPES)
-        raise v.fail("action", f"must be one of {names}, got {type(value).__name__}")
-    return value  # type: ignore[no-any-return]
+def not_an_action(value: Any) -> ValidationError:
+    """The error for something given to `execute` that is not one of the four actions."""
+    names = ", ".join(cls.__name__ for cls in ACTION_TYPES)
+    return v.fail("action", f"must be one of {names}, got {type(value).__name__}")

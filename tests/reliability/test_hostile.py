@@ -32,18 +32,25 @@ FIFTY_MB = 50 * MB
 TRANSPORTS = ["aiohttp", "httpx"]
 
 
+_GIVEN: dict[int, httpx.AsyncBaseTransport] = {}  # client id -> the transport we gave it (ours to close)
+
+
 def _client(server: RawServer, transport_name: str, **kwargs: Any) -> AsyncAmiliClient:
     kwargs.setdefault("retry", RetryPolicy.no_delay(max_attempts=1))
     transport = httpx.AsyncHTTPTransport() if transport_name == "httpx" else None
-    return AsyncAmiliClient(
+    client = AsyncAmiliClient(
         auth=StaticTokenAuth("tok-hostile-0001"), base_url=server.base_url, transport=transport, **kwargs
     )
+    if transport is not None:
+        _GIVEN[id(client)] = transport
+    return client
 
 
 async def _close(client: AsyncAmiliClient) -> None:
     await client.aclose()
-    if client._transport is not None:  # a transport we gave it is ours to close
-        await client._transport.aclose()
+    transport = _GIVEN.pop(id(client), None)
+    if transport is not None:
+        await transport.aclose()
 
 
 class BigBody:
