@@ -192,7 +192,7 @@ def test_a_line_sent_but_never_applied_is_sent_again_once(served: Served, tmp_pa
     assert run(served, write(tmp_path / "empty.csv", []), tmp_path / "probe.jsonl")[0] == 0
     evidence = json.loads(amili("case", "get", c[5], "--json", env=served.env).stdout)["case"]
     lines = [
-        {"record": "run", "format": 2, "input": str(source), "input_sha256": "x", "input_lines": 2, "shard": None},
+        {"record": "run", "amili_bulk": 2, "input": str(source), "input_sha256": "x", "input_lines": 2, "shard": None},
         {"record": "sending", "slot": 0, "line": 2, "digest": _digest_of(served, source, out, 2), "kind": "respite",
          "evidence": {"due_date": evidence["due_date"], "respites": 0}},
         {"record": "sending", "slot": 1, "line": 3, "digest": _digest_of(served, source, out, 3), "kind": "payment"},

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import attrs
 
 from ._input import InputFile, Line, parse_item, shard_of
-from ._journal import APPLIED, FAILED, NAME_OF, PENDING, UNKNOWN, JournalState
+from ._journal import FAILED, NAME_OF, PENDING, UNKNOWN, JournalState
 
 
 @attrs.frozen
@@ -105,6 +105,3 @@ def describe(line: Line) -> str:
         if isinstance(value, str) and value.strip():
             return f"line {line.number} ({kind} {value.strip()})"
     return f"line {line.number} ({kind})"
-
-
-__all__ = ["APPLIED", "Binding", "Shard", "bind", "describe", "foreign_message", "shard_lines"]

@@ -17,6 +17,9 @@ Every `sending` and `result` record carries the line's `digest` (its content, se
 line's number in this journal. The latest record of a slot is its state. A resumed run matches input lines to
 slots by digest — content, never position — so reordered or appended input is matched correctly, and a
 results file whose lines match no input line is refused instead of silently skipping anything.
+
+Flushed means handed to the operating system: a record survives the process being killed (Ctrl-C, SIGKILL, a
+crash), not a power cut of the machine itself.
 """
 
 from __future__ import annotations
@@ -160,7 +163,7 @@ class Journal:
         self._fh.flush()
 
     def run(self, **fields: Any) -> None:
-        self._write({"record": "run", "format": FORMAT, "started": _now(), **fields})
+        self._write({"record": "run", "amili_bulk": FORMAT, "started": _now(), **fields})
 
     def stop(self, reason: str) -> None:
         self._write({"record": "stop", "at": _now(), "reason": reason})

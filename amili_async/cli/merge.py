@@ -15,10 +15,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ._binding import Binding, bind, describe, foreign_message
+from ._binding import bind, describe, foreign_message
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, dumps, warn
 from ._input import InputFile, parse_item
-from ._journal import NAME_OF, PENDING, JournalState, read_journal
+from ._journal import NAME_OF, PENDING, read_journal
 
 _LISTED = 20
 
@@ -33,7 +33,8 @@ def run(args: argparse.Namespace, source: InputFile) -> int:
         if not path.is_file():
             raise UsageError(f"{path}: no such file")
         state = read_journal(path)
-        refusal = foreign_message(state, _bind_any_shard(source, state), source, None)
+        # Bound to the whole input: a line of another shard simply has no slot in this file.
+        refusal = foreign_message(state, bind(source, None, state), source, None)
         if refusal:
             raise UsageError(refusal)
         states.append(state)
@@ -78,11 +79,6 @@ def run(args: argparse.Namespace, source: InputFile) -> int:
     if extra:
         warn(f"{extra:,} results are left over: more than one results file holds an outcome for the same line")
     return EXIT_OK if counts["applied"] == total and not extra else EXIT_FAILED
-
-
-def _bind_any_shard(source: InputFile, state: JournalState) -> Binding:
-    """Bind one shard's results to the whole input (a line of another shard simply has no slot here)."""
-    return bind(source, None, state)
 
 
 def _kind(item: Any) -> str | None:
