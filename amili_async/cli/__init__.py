@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from ..errors import AmiliError, ConfigurationError, ValidationError
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, api_problem, input_problem
 from ._parser import build_parser
-from .single import ACTION_OPTIONS, CASE_OPTIONS, prog
+from .single import prog
 
 __all__ = ["build_parser", "main"]
 
@@ -50,15 +50,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: error: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except ValidationError as exc:  # caught before sending: the input is wrong
-        options = CASE_OPTIONS if args.command in ("respite", "case") else ACTION_OPTIONS
-        print(f"{name}: error: {input_problem(exc, options)}", file=sys.stderr)
+        print(f"{name}: error: {input_problem(exc, getattr(args, 'options', {}))}", file=sys.stderr)
         return EXIT_USAGE
     except AmiliError as exc:
         print(f"{name}: error: {api_problem(exc)}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         out = getattr(args, "out", None)
-        hint = f"; rerun the same command to resume from {out}" if out and args.command == "bulk" else ""
+        hint = f"; rerun the same command to resume from {out}" if out and not getattr(args, "merge", None) else ""
         print(f"\n{name}: interrupted{hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `amili ... | head`: stop quietly

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 
 import attrs
 
+from ..errors import ValidationError
 from ._input import InputFile, Line, parse_item, shard_of
 from ._journal import FAILED, NAME_OF, PENDING, UNKNOWN, JournalState
 
@@ -97,7 +98,7 @@ def describe(line: Line) -> str:
     """`line 12 (payment PAY-12)`: how the end-of-run lists name a line."""
     try:
         row = parse_item(line.item)
-    except Exception:
+    except ValidationError:
         return f"line {line.number}"
     kind = row.get("kind") if isinstance(row.get("kind"), str) else "line"
     for key in ("creditor_payment_reference", "creditor_reference", "case", "invoice_number"):

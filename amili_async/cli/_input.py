@@ -329,7 +329,7 @@ class InputFile:
             except StopIteration:
                 return
             except csv.Error as exc:
-                row, item = [], _validate.fail("line", f"not valid CSV ({exc})")
+                item = _validate.fail("line", f"not valid CSV ({exc})")
             else:
                 if not row or (len(row) == 1 and not row[0].strip()):
                     raw_lines.clear()

@@ -96,7 +96,7 @@ def _case_options(parser: argparse.ArgumentParser, *, creditor_help: str) -> Non
 
 def _single_actions(commands: Any) -> None:
     pay = commands.add_parser("pay", help="register a payment the debtor made to you directly")
-    pay.set_defaults(func=single.act, kind="payment")
+    pay.set_defaults(func=single.act, kind="payment", options=single.ACTION_OPTIONS)
     _case_options(pay, creditor_help="the creditor's id (24 hex characters)")
     pay.add_argument("--amount", required=True, help="e.g. 250.00 (a dot, at most two decimals)")
     pay.add_argument("--currency", default="SEK", help="ISO 4217 (default: SEK)")
@@ -117,7 +117,7 @@ def _single_actions(commands: Any) -> None:
     _connection(pay)
 
     credit = commands.add_parser("credit", help="credit part of a case's capital")
-    credit.set_defaults(func=single.act, kind="crediting")
+    credit.set_defaults(func=single.act, kind="crediting", options=single.ACTION_OPTIONS)
     _case_options(credit, creditor_help="the creditor's id (needed with --invoice-number)")
     credit.add_argument("--amount", required=True, help="e.g. 100.00")
     credit.add_argument("--currency", default="SEK", help="ISO 4217 (default: SEK)")
@@ -130,18 +130,18 @@ def _single_actions(commands: Any) -> None:
     _connection(credit)
 
     cancel = commands.add_parser("cancel", help="cancel a case")
-    cancel.set_defaults(func=single.act, kind="cancellation")
+    cancel.set_defaults(func=single.act, kind="cancellation", options=single.ACTION_OPTIONS)
     _case_options(cancel, creditor_help="the creditor's id (24 hex characters)")
     _connection(cancel)
 
     respite = commands.add_parser("respite", help="check or grant respite (anstånd) on a case")
     respite_commands = respite.add_subparsers(dest="subcommand", required=True, metavar="{check,grant}")
     check = respite_commands.add_parser("check", help="whether a respite may be granted now")
-    check.set_defaults(func=single.look)
+    check.set_defaults(func=single.check_respite, options=single.CASE_OPTIONS)
     check.add_argument("case_id", metavar="CASE", nargs="?", help="the case's id (optional with --fake)")
     _connection(check)
     grant = respite_commands.add_parser("grant", help="postpone the case by --days")
-    grant.set_defaults(func=single.act, kind="respite")
+    grant.set_defaults(func=single.act, kind="respite", options=single.CASE_OPTIONS)
     grant.add_argument("case_id", metavar="CASE", nargs="?", help="the case's id (optional with --fake)")
     grant.add_argument("--days", required=True, help="days to postpone by")
     _connection(grant)
@@ -149,7 +149,7 @@ def _single_actions(commands: Any) -> None:
     case = commands.add_parser("case", help="read a case")
     case_commands = case.add_subparsers(dest="subcommand", required=True, metavar="{get}")
     get = case_commands.add_parser("get", help="state, balances and due date of a case")
-    get.set_defaults(func=single.look)
+    get.set_defaults(func=single.get_case, options=single.CASE_OPTIONS)
     get.add_argument("case_id", metavar="CASE", nargs="?", help="the case's id (optional with --fake)")
     _connection(get)
 

@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import hashlib
 import shutil
 import sys
 import tempfile
@@ -98,6 +99,8 @@ def _format(args: argparse.Namespace) -> str:
 def _run(args: argparse.Namespace, source: InputFile, out: Path) -> int:
     if out.exists() and not out.is_file():
         raise UsageError(f"--out {out}: not a regular file")
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {out}: no such directory {out.parent}")
     if out.exists() and out.samefile(source.path):
         raise UsageError("--out must not be the input file")
     source.check_header()  # before the results file is created or touched
@@ -135,7 +138,7 @@ def _run(args: argparse.Namespace, source: InputFile, out: Path) -> int:
             shard=None if shard is None else str(shard),
             retry_failed=args.retry_failed,
         )
-        batch = _Batch(args, source, state, journal, seeded, progress)
+        batch = _Batch(args, source, state, binding, journal, seeded, progress)
         try:
             asyncio.run(batch.run())
         except KeyboardInterrupt:
@@ -143,7 +146,7 @@ def _run(args: argparse.Namespace, source: InputFile, out: Path) -> int:
             raise
         journal.end()
     progress.close()
-    return batch.report(out, binding, time.perf_counter() - started)
+    return batch.report(out, time.perf_counter() - started)
 
 
 @attrs.define
@@ -161,6 +164,7 @@ class _Batch:
         args: argparse.Namespace,
         source: InputFile,
         state: JournalState,
+        binding: Binding,
         journal: Journal,
         seeded: Seeded | None,
         progress: Progress,
@@ -168,6 +172,7 @@ class _Batch:
         self.args = args
         self.source = source
         self.state = state
+        self.binding = binding
         self.journal = journal
         self.seeded = seeded
         self.progress = progress
@@ -177,13 +182,19 @@ class _Batch:
         self.reconciled = 0
         self.recovered = 0
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
+        self.changed = False  # the input changed between the binding pass and this run
 
     # -- which lines, and what to do with each ---------------------------------------------------------
 
     def tasks(self) -> Iterator[_Task]:
         slots = self.state.ordered()
         retry = self.args.retry_failed
-        for line in shard_lines(self.source, self.args.shard):
+        hasher = hashlib.sha256()
+        yield from self._tasks(slots, retry, hasher)
+        self.changed = hasher.hexdigest() != self.binding.sha256
+
+    def _tasks(self, slots: dict[bytes, list[int]], retry: bool, hasher: Any) -> Iterator[_Task]:
+        for line in shard_lines(self.source, self.args.shard, hasher):
             taken = slots.get(line.digest)
             slot = taken.pop(0) if taken else None
             state = 0 if slot is None else self.state.states[slot]
@@ -287,8 +298,8 @@ class _Batch:
 
     # -- the end -------------------------------------------------------------------------------------
 
-    def report(self, out: Path, binding: Binding, elapsed: float) -> int:
-        j = self.journal
+    def report(self, out: Path, elapsed: float) -> int:
+        j, binding = self.journal, self.binding
         done = j.applied + j.failed + j.unknown
         parts = [
             f"bulk: {done:,} lines processed ({j.applied:,} ok, {j.failed:,} failed, {j.unknown:,} unknown) "
@@ -307,6 +318,8 @@ class _Batch:
             warn(f"{len(self.unknown):,} outcomes need checking in Amili: {listed}{more}")
         if self.retryable:
             warn(f"{self.retryable:,} lines failed, nothing applied: fix the cause, then rerun with --retry-failed")
+        if self.changed:
+            warn(f"{self.source.path} changed while it was being run: run the same command again to be sure")
         applied = j.applied + self.before[APPLIED]
         return EXIT_OK if applied == binding.lines else EXIT_FAILED
 

@@ -10,11 +10,15 @@ shard). Two shards with an outcome for the same line would leave one of them ove
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
+
+from ..errors import ValidationError
 from ._binding import bind, describe, foreign_message
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, dumps, warn
 from ._input import InputFile, parse_item
@@ -45,8 +49,9 @@ def run(args: argparse.Namespace, source: InputFile) -> int:
             pool.setdefault(digest, []).extend((n, slot) for slot in slots)
     counts: Counter[str] = Counter()
     missing: list[str] = []
-    sink = open(args.out, "wb") if args.out else None  # noqa: SIM115 - closed below, also on errors
-    try:
+    with contextlib.ExitStack() as files:
+        sink = files.enter_context(open(args.out, "wb")) if args.out else None
+        journals = [files.enter_context(path.open("rb")) for path in paths]
         for line in source.lines():
             taken = pool.get(line.digest)
             found = taken.pop(0) if taken else None
@@ -59,14 +64,12 @@ def run(args: argparse.Namespace, source: InputFile) -> int:
             else:
                 counts[NAME_OF[code]] += 1
                 assert found is not None
-                rec = states[found[0]].read_record(found[1])
+                journals[found[0]].seek(states[found[0]].offsets[found[1]])
+                rec = orjson.loads(journals[found[0]].readline())
                 rec.pop("slot", None)
                 rec.update(line=line.number, source=str(paths[found[0]]))
             if sink is not None:
                 sink.write(dumps(rec))
-    finally:
-        if sink is not None:
-            sink.close()
     extra = sum(len(v) for v in pool.values())
     total = sum(counts.values())
     summary = ", ".join(f"{counts[k]:,} {k}" for k in ("applied", "failed", "error_recorded", "unknown", "no outcome"))
@@ -84,6 +87,6 @@ def run(args: argparse.Namespace, source: InputFile) -> int:
 def _kind(item: Any) -> str | None:
     try:
         kind = parse_item(item).get("kind")
-    except Exception:
+    except ValidationError:
         return None
     return kind if isinstance(kind, str) else None

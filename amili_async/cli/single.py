@@ -134,8 +134,42 @@ def _refuse_existing(args: argparse.Namespace, action: Action, existing: Receipt
     return EXIT_FAILED
 
 
-def look(args: argparse.Namespace) -> int:
-    """respite check, case get."""
+def check_respite(args: argparse.Namespace) -> int:
+    """respite check."""
+    seeded, case_id = _case_to_read(args)
+    return asyncio.run(_check_respite(args, seeded, case_id))
+
+
+async def _check_respite(args: argparse.Namespace, seeded: Seeded | None, case_id: str) -> int:
+    async with open_client(args, seeded) as client:
+        try:
+            check = await client.respite.check(case_id)
+        except AmiliError as exc:
+            return _api_failure(args, exc)
+    line = f"respite allowed for case {case_id}"
+    if not check.allowed:
+        line = f"respite not allowed for case {case_id}: {', '.join(check.issues) or 'no reason given'}"
+    _emit(args, {"ok": True, "case": case_id, "allowed": check.allowed, "issues": list(check.issues)}, line)
+    return EXIT_OK
+
+
+def get_case(args: argparse.Namespace) -> int:
+    """case get."""
+    seeded, case_id = _case_to_read(args)
+    return asyncio.run(_get_case(args, seeded, case_id))
+
+
+async def _get_case(args: argparse.Namespace, seeded: Seeded | None, case_id: str) -> int:
+    async with open_client(args, seeded) as client:
+        try:
+            case = await client.cases.get(case_id)
+        except AmiliError as exc:
+            return _api_failure(args, exc)
+    _emit(args, {"ok": True, "case": record(case)}, _describe_case(case))
+    return EXIT_OK
+
+
+def _case_to_read(args: argparse.Namespace) -> tuple[Seeded | None, str]:
     seeded = _seed(args)
     case_id = seeded.resolve_case(args.case_id or "@0") if seeded is not None else args.case_id
     if case_id is None:
@@ -144,25 +178,7 @@ def look(args: argparse.Namespace) -> int:
         raise _validate.fail("case", "'@' values name seeded cases, which needs --fake")
     _validate.object_id("case", case_id)
     _announce(args, seeded)
-    return asyncio.run(_look(args, seeded, case_id))
-
-
-async def _look(args: argparse.Namespace, seeded: Seeded | None, case_id: str) -> int:
-    async with open_client(args, seeded) as client:
-        try:
-            if args.command == "respite":
-                check = await client.respite.check(case_id)
-                line = f"respite allowed for case {case_id}"
-                if not check.allowed:
-                    line = f"respite not allowed for case {case_id}: {', '.join(check.issues) or 'no reason given'}"
-                payload = {"ok": True, "case": case_id, "allowed": check.allowed, "issues": list(check.issues)}
-                _emit(args, payload, line)
-                return EXIT_OK
-            case = await client.cases.get(case_id)
-        except AmiliError as exc:
-            return _api_failure(args, exc)
-    _emit(args, {"ok": True, "case": record(case)}, _describe_case(case))
-    return EXIT_OK
+    return seeded, case_id
 
 
 def _announce(args: argparse.Namespace, seeded: Seeded | None) -> None:
