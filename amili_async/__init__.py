@@ -2,6 +2,7 @@
 
 from typing import TYPE_CHECKING, Any
 
+from ._config import configure_logging_from_env
 from ._version import __version__
 from .auth import ApiCodeAuth, ApiCodeJwtAuth, StaticTokenAuth
 from .bulk import Outcome
@@ -94,4 +95,5 @@ __all__ = [
     "UnprocessableEntityError",
     "ValidationError",
     "__version__",
+    "configure_logging_from_env",
 ]

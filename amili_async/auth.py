@@ -14,7 +14,8 @@ The token endpoint's answer is not documented. We accept a JSON object with the 
 `access_token` or `accessToken` (or a bare JSON string / plain-text token), and its lifetime from `expires_in`
 (seconds), `expires` / `expires_at` / `exp` (RFC 1123, ISO 8601 or epoch seconds), or the token's own JWT `exp`
 claim; failing all of those we assume `assumed_lifetime` seconds (5 minutes by default). Expiry is tracked on
-the monotonic clock, so a wrong wall clock cannot cause a refresh loop.
+the monotonic clock, so a wrong wall clock cannot cause a refresh loop. A server clock far from ours moves the
+login JWT's `exp`, and the answer's absolute expiry times, onto the server's clock (see `_clock`).
 
 `TokenCache` is the single-flight cache: one refresh at a time under an anyio lock, started a margin before
 expiry, shielded from the cancellation of the caller that happened to start it, bounded by its own timeout,
@@ -29,13 +30,16 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from . import errors, serde
+from ._clock import ServerClock, server_now
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
+
+if TYPE_CHECKING:
+    from .transports import Exchange
 
 __all__ = [
     "ApiCodeAuth",
@@ -44,11 +48,12 @@ __all__ = [
     "StaticTokenAuth",
     "Token",
     "TokenCache",
+    "TokenEndpoint",
     "TokenGrant",
 ]
 
-TOKEN_PATH = "/authenticates/api-code"
-JWT_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+from ._wire import JWT_ALGORITHMS, TOKEN_PATH
+
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
 
 # (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
@@ -97,6 +102,7 @@ class ApiCodeJwtAuth:
     jwt_lifetime: float = 600.0
     refreshable: bool = attrs.field(default=True, init=False)
     _signing_key: Any = attrs.field(default=None, init=False)
+    clock: ServerClock = attrs.field(factory=ServerClock, init=False)  # the server's, as learned (issue 16)
 
     def __attrs_post_init__(self) -> None:
         if self.algorithm not in JWT_ALGORITHMS:
@@ -109,12 +115,15 @@ class ApiCodeJwtAuth:
     def signed_jwt(self) -> str:
         import jwt  # PyJWT, imported only when a token is needed
 
-        claims = {"api_code": self.api_code, "exp": int(time.time() + self.jwt_lifetime)}
+        claims = {"api_code": self.api_code, "exp": self.clock.expiry(self.jwt_lifetime)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
-        headers = {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}
-        return parse_token_answer(await send("GET", TOKEN_PATH, headers, None))
+        answer = await send("GET", TOKEN_PATH, {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}, None)
+        if self.clock.learn(answer[1]) and 400 <= answer[0] < 500:  # refused by a clock far from ours (issue 16):
+            answer = await send("GET", TOKEN_PATH, {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}, None)
+            self.clock.learn(answer[1])  # ... signed again, once, on the server's clock
+        return parse_token_answer(answer)
 
 
 def _load_private_key(key: Any, algorithm: str) -> Any:
@@ -189,7 +198,7 @@ _EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
 
 
 def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
-    status, _headers, raw = answer
+    status, headers, raw = answer
     if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
         err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
@@ -199,9 +208,10 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
     is_json = payload is not None or raw.strip() == b"null"
     token: Any = None
     lifetime: float | None = None
+    now = server_now(headers)  # absolute expiry times are on the server's clock (issue 16)
     if isinstance(payload, Mapping):
         token = next((payload[k] for k in _TOKEN_KEYS if isinstance(payload.get(k), str)), None)
-        lifetime = _lifetime(payload)
+        lifetime = _lifetime(payload, now)
     elif isinstance(payload, str):
         token = payload
     elif not is_json and raw.strip() and b"{" not in raw:
@@ -214,7 +224,7 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
         )
     check_token_text(token, ResponseDecodeError)
     if lifetime is None:
-        lifetime = _jwt_lifetime(token)
+        lifetime = _jwt_lifetime(token, now)
     if lifetime is not None and lifetime <= 0:
         lifetime = None
     return TokenGrant(token, lifetime)
@@ -227,7 +237,7 @@ def _json_or_none(raw: bytes) -> Any:
         return None
 
 
-def _lifetime(payload: Mapping[str, Any]) -> float | None:
+def _lifetime(payload: Mapping[str, Any], now: float) -> float | None:
     expires_in = payload.get("expires_in")
     if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
         return float(expires_in)
@@ -237,29 +247,55 @@ def _lifetime(payload: Mapping[str, Any]) -> float | None:
             continue
         try:
             if isinstance(value, (int, float)):
-                return float(value) - time.time()
-            return (serde.parse_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+                return float(value) - now
+            return serde.parse_datetime(value).timestamp() - now
         except (ValueError, KeyError, IndexError):
             continue
     return None
 
 
-def _jwt_lifetime(token: str) -> float | None:
+def _jwt_lifetime(token: str, now: float) -> float | None:
     """Seconds until the token's own `exp`, when it is a JWT (read, not verified: it is Amili's business)."""
-    import base64
+    if token.count(".") != 2:
+        return None
+    import jwt  # PyJWT, already loaded by whoever signed the login
 
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        body = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = serde.loads(base64.urlsafe_b64decode(body))
-        exp = claims.get("exp") if isinstance(claims, dict) else None
-    except ValueError:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
         return None
+    exp = claims.get("exp")
     if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-        return float(exp) - time.time()
+        return float(exp) - now
     return None
+
+
+@attrs.frozen
+class TokenEndpoint:
+    """The door to the token endpoint, given to the cache at construction (no call-back into the client).
+
+    One attempt, with the client's timeouts (the cache bounds the whole fetch with its own), no retry policy.
+    The provider's headers replace the client's defaults of the same name (no doubled `Accept`).
+    """
+
+    exchange: Exchange
+    base_url: str
+    headers: tuple[tuple[str, str], ...]
+    timeout_ext: Mapping[str, float | None]
+
+    async def __call__(
+        self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        import httpx
+
+        own = {name.lower() for name in headers}
+        sent = [(name, value) for name, value in self.headers if name.lower() not in own]
+        sent.extend(headers.items())
+        try:
+            return await self.exchange(method, self.base_url + path, sent, body, self.timeout_ext)
+        except httpx.TransportError as exc:
+            kind = errors.TimeoutError if isinstance(exc, httpx.TimeoutException) else errors.TransportError
+            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
 
 
 @attrs.frozen

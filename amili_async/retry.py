@@ -45,8 +45,6 @@ __all__ = [
 logger = logging.getLogger("amili_async")
 T = TypeVar("T")
 
-RETRYABLE_READ_STATUSES = frozenset({429, 500, 502, 503, 504})
-
 
 class FailureKind(enum.Enum):
     NOT_SENT = "not sent"  # provably never reached the server: safe to resend anything

@@ -1,11 +1,9 @@
 """The one cattrs converter, and the JSON codec around it.
 
-Wire rules (see `reference/amili-api.md` §2 and `eve-behaviour.md`):
-- money is `Decimal` in Python and a JSON *number* on the wire, written with its exact digits
-  (`Decimal("250.00")` -> `250.00`); incoming numbers become `Decimal` through the shortest repr of the
-  parsed double, which is exact for every amount of up to 15 significant digits;
-- datetimes go out as RFC 1123 GMT (`Tue, 07 Oct 2025 08:15:30 GMT`); RFC 1123 and ISO 8601 are both read,
-  always to aware datetimes;
+The wire rules themselves (dates, exact JSON money) live in `_wire.py`; this module maps documents to
+models:
+- incoming numbers become `Decimal` through the shortest repr of the parsed double, which is exact for every
+  amount of up to 15 significant digits;
 - Eve's meta keys (`_id`, `_etag`, `_created`, `_updated`, `_status`, `_payment_status`, ...) map to plain
   attribute names; any key a model does not know is kept in its `extra` mapping, never an error;
 - `None` fields are never sent.
@@ -17,12 +15,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import orjson
+
+from ._wire import dumps, format_rfc1123, loads, parse_datetime
 
 if TYPE_CHECKING:
     import cattrs
@@ -39,43 +39,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTH_NUMBER = {name: i + 1 for i, name in enumerate(_MONTHS)}
-
-
-@functools.lru_cache(maxsize=1024)
-def format_rfc1123(value: datetime) -> str:
-    """`Tue, 07 Oct 2025 08:15:30 GMT`, independent of the process locale."""
-    utc = value.astimezone(timezone.utc)
-    return (
-        f"{_DAYS[utc.weekday()]}, {utc.day:02d} {_MONTHS[utc.month - 1]} {utc.year:04d} "
-        f"{utc.hour:02d}:{utc.minute:02d}:{utc.second:02d} GMT"
-    )
-
-
-def parse_datetime(value: Any) -> datetime:
-    """RFC 1123 (`Tue, 07 Oct 2025 08:15:30 GMT`) or ISO 8601 -> an aware datetime."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str):
-        raise ValueError(f"not a date: {value!r}")
-    return _parse_date_text(value)
-
-
-@functools.lru_cache(maxsize=256)
-def _parse_date_text(value: str) -> datetime:
-    # Cached: in a bulk run most answers carry the same few `_created`/`_updated` seconds.
-    parts = value.split()
-    if len(parts) == 6 and parts[0].endswith(",") and parts[5] in ("GMT", "UTC", "+0000"):
-        hour, minute, second = (int(p) for p in parts[4].split(":"))
-        return datetime(
-            int(parts[3]), _MONTH_NUMBER[parts[2]], int(parts[1]), hour, minute, second, tzinfo=timezone.utc
-        )
-    text = value.replace("Z", "+00:00") if value.endswith("Z") else value
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
-
 
 def parse_money(value: Any) -> Decimal:
     if isinstance(value, Decimal):
@@ -91,27 +54,6 @@ def parse_money(value: Any) -> Decimal:
 
 def _money_fragment(value: Decimal) -> orjson.Fragment:
     return orjson.Fragment(format(value, "f").encode())
-
-
-def dumps(payload: Any) -> bytes:
-    """JSON bytes; `Decimal` values are written with their exact digits, datetimes as RFC 1123 GMT.
-
-    orjson writes datetimes as ISO 8601 by itself, which Eve refuses in a body and compares as a plain string
-    inside `where`; passing them through sends them to `_encode_default` instead."""
-    return orjson.dumps(payload, default=_encode_default, option=orjson.OPT_PASSTHROUGH_DATETIME)
-
-
-def _encode_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return _money_fragment(value)
-    if isinstance(value, datetime):
-        return format_rfc1123(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def loads(raw: bytes) -> Any:
-    """Strict JSON (NaN, Infinity and other non-JSON are refused by orjson)."""
-    return orjson.loads(raw)
 
 
 def _build() -> cattrs.Converter:
@@ -132,7 +74,7 @@ def _build() -> cattrs.Converter:
 def converter() -> cattrs.Converter:
     """The SDK's converter, with hooks for every model registered."""
     conv = _build()
-    # Imported here: models import this module for its helpers.
+    # Imported here, not at the top: the models are only needed once a first document is converted.
     from .models import actions, cases, receipts
 
     for cls in actions.ACTION_TYPES:

@@ -46,7 +46,6 @@ __all__ = ["AmiliClient", "SyncPager"]
 
 T = TypeVar("T")
 _BACKENDS = ("asyncio", "trio")
-_RESOURCES = ("creditor_payments", "creditor_creditings", "creditor_cancellations", "cases", "respite")
 
 
 def _running_async_library() -> str | None:
@@ -279,14 +278,8 @@ class SyncPager(Generic[T]):
         self._pager = pager
 
     def __iter__(self) -> Iterator[T]:
-        limit = self._pager._limit
-        seen = 0
-        for page in self.pages():
-            for item in page:
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
-                yield item
+        for page in self.pages():  # the async pager already cuts the last page to the limit
+            yield from page
 
     def pages(self) -> Generator[list[T], None, None]:
         pages = self._pager.pages()

@@ -10,6 +10,9 @@ Without one, the client picks on first use:
 Both get the same limits, the same timeouts (read from each request's `timeout` extension) and the same TLS
 settings (verification always on). Redirects are never followed: the SDK drives the transport directly.
 
+Under respx (tests): while a respx router is active, every request goes through httpx's own machinery, which
+is what respx patches; see "respx" below.
+
 Why a subclass of httpx-aiohttp's transport: its error map turns every `aiohttp.ClientConnectionError` into
 `httpx.ConnectTimeout`, which would tell the retry policy that a POST cut off *after* it was sent had never left
 the machine. Ours keeps the difference: connector errors and connect timeouts mean "not sent"; a disconnect, a
@@ -21,12 +24,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import httpx
 
-__all__ = ["AmiliAiohttpTransport", "Exchange", "build_default_transport", "exchange_for", "httpx_exchange"]
+__all__ = [
+    "AmiliAiohttpTransport",
+    "Exchange",
+    "build_default_transport",
+    "exchange_for",
+    "httpx_exchange",
+    "respx_active",
+]
 
 MAX_BODY = 16 * 1024 * 1024
 
@@ -83,6 +94,10 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
             body: bytes | None,
             timeout: Mapping[str, float | None],
         ) -> tuple[int, Mapping[str, str], bytes]:
+            # respx (begin): one dict lookup while respx is not even imported, i.e. outside tests.
+            if _RESPX_MOCKS in sys.modules and respx_active():
+                return await self._respx_exchange()(method, url, headers, body, timeout)
+            # respx (end)
             session = self.client
             if not isinstance(session, aiohttp.ClientSession):
                 session = self.client = self.get_client()
@@ -113,7 +128,33 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
                     raise
                 raise httpx.ConnectError("the transport was closed before the request was sent") from None
 
+        # respx (begin) ----------------------------------------------------------------------------------
+        _httpx_transport: httpx.AsyncHTTPTransport | None = None
+        _respx_exchange_fn: Exchange | None = None
+
+        def _respx_exchange(self) -> Exchange:
+            """The exchange under respx: through an `httpx.AsyncClient` over this transport (see respx_active)."""
+            if self._respx_exchange_fn is None:
+                self._respx_exchange_fn = _client_exchange(self)
+            return self._respx_exchange_fn
+
+        async def aclose(self) -> None:
+            inner, self._httpx_transport = self._httpx_transport, None
+            try:
+                await super().aclose()
+            finally:
+                if inner is not None:
+                    await inner.aclose()
+
         async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            if _RESPX_MOCKS in sys.modules and respx_active():
+                # httpx's own transport, same settings: respx's default mocker patches the httpcore pool under it.
+                if self._httpx_transport is None:
+                    self._httpx_transport = httpx.AsyncHTTPTransport(
+                        verify=self.ssl_context, limits=self.limits, proxy=self.proxy
+                    )
+                return await self._httpx_transport.handle_async_request(request)
+            # respx (end) ------------------------------------------------------------------------------------
             status, headers, content = await self.exchange(
                 request.method,
                 str(request.url),
@@ -153,7 +194,25 @@ def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
     """
     if isinstance(transport, _transport_class()):
         return transport.exchange  # type: ignore[attr-defined, no-any-return]
-    return _httpx_objects_exchange(httpx.Request, transport.handle_async_request)
+    # respx (begin)
+    direct = _httpx_objects_exchange(httpx.Request, transport.handle_async_request)
+    under_respx: list[Exchange] = []  # built on first use under respx
+
+    async def exchange(
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeout: Mapping[str, float | None],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        if _RESPX_MOCKS in sys.modules and respx_active():
+            if not under_respx:
+                under_respx.append(_client_exchange(transport))
+            return await under_respx[0](method, url, headers, body, timeout)
+        return await direct(method, url, headers, body, timeout)
+
+    return exchange
+    # respx (end)
 
 
 def httpx_exchange(client: httpx.AsyncClient) -> Exchange:
@@ -183,3 +242,48 @@ def _httpx_objects_exchange(
         return response.status_code, response.headers, raw
 
     return exchange
+
+
+# -- respx (begin) ----------------------------------------------------------------------------------------------
+# respx, the mocking library of httpx users, patches httpx's own machinery: by default the httpcore connection
+# pools under `httpx.AsyncHTTPTransport` (`respx.mock(using="httpcore")`), or `httpx.AsyncClient`'s choice of
+# transport (`using="httpx"`). The SDK's fast paths go around both (aiohttp, driven directly; transports called
+# without a client), so while a respx router is active every exchange goes through an `httpx.AsyncClient` over
+# the transport, and our aiohttp transport hands its requests to an `httpx.AsyncHTTPTransport`. Routes then
+# match, unmatched requests fail and `pass_through()` reaches the network exactly as respx documents, and
+# nothing opens a socket unless a route passes it through. Outside tests respx is not imported: the whole cost
+# is one dict lookup per request.
+
+_RESPX_MOCKS = "respx.mocks"
+
+
+def respx_active() -> bool:
+    """Whether a respx router is patching httpx now (`respx.mock` as context manager or decorator, `respx_mock`).
+
+    Read from respx's registry of mockers, each holding its started routers. A respx whose internals we do not
+    recognise counts as active: slower, still correct, and never a test that reaches a real server.
+    """
+    mocks = sys.modules.get(_RESPX_MOCKS)
+    if mocks is None:
+        return False
+    registry = getattr(getattr(mocks, "Mocker", None), "registry", None)
+    if registry is None:
+        return True
+    return any(getattr(mocker, "routers", True) for mocker in registry.values())
+
+
+def _client_exchange(transport: httpx.AsyncBaseTransport) -> Exchange:
+    """Requests built as the SDK builds them, sent by an `httpx.AsyncClient` over `transport`.
+
+    The client is only a router (no environment proxies, no default headers, no redirects); closing the
+    transport stays its owner's job.
+    """
+    client = httpx.AsyncClient(transport=transport, trust_env=False)
+
+    async def send(request: httpx.Request) -> httpx.Response:
+        return await client.send(request, follow_redirects=False)
+
+    return _httpx_objects_exchange(httpx.Request, send)
+
+
+# -- respx (end) ------------------------------------------------------------------------------------------------

@@ -17,16 +17,19 @@ from test_cli_support import clean_env
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def quick_start() -> list[str]:
-    """The bash commands of the README's Quick start section, in order."""
+def quick_start() -> tuple[str, str]:
+    """The README's two quick-start commands: the demo's and the tests'."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)\n```", section, flags=re.S)
+    demo = [b for b in blocks if b.endswith("python -m amili_async demo")]
+    tests = [b for b in blocks if b.endswith("pytest -q")]
+    assert len(demo) == 1 and len(tests) == 1, blocks
+    return demo[0], tests[0]
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
-    demo, tests = quick_start()
-    assert demo.endswith("python -m amili_async demo") and tests.endswith("pytest -q")
+    _, tests = quick_start()
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert any(line == tests or line.startswith(tests + " ||") for line in ci), f"{tests!r} is not a line of .ci/run"
 

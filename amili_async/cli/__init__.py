@@ -11,6 +11,7 @@ amili respite grant CASE --days N
 amili case get CASE
 amili bulk FILE --out results.jsonl [--concurrency N] [--retry-failed] [--shard K/N] [--fake]
 amili bulk FILE --merge RESULTS... [--out merged.jsonl]
+amili doctor [--case ID] [--write-test CASE] [--json]
 ```
 
 One module per program — `single` (single actions and reads), `demo`, `bulk` (and `merge`) — beside the
@@ -28,6 +29,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .._config import configure_logging_from_env
 from ..errors import AmiliError, ConfigurationError, ValidationError
 from ._common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError, api_problem, input_problem
 from ._parser import build_parser
@@ -38,6 +40,7 @@ __all__ = ["build_parser", "main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The `amili` console script (also `python -m amili_async`). Returns the exit code."""
+    configure_logging_from_env()  # AMILI_LOG: the command sets logging up; the SDK never does by itself
     args = build_parser().parse_args(argv)
     name = prog(args)
     try:

@@ -1,6 +1,6 @@
 """What every program of the `amili` command shares: exit codes, messages, JSON out, the seeded fake, clients.
 
-JSON goes out through the SDK's own encoder (`serde`): money as exact JSON numbers, dates as RFC 1123, the
+JSON goes out through the wire module's encoder (`_wire`): money as exact JSON numbers, dates as RFC 1123, the
 way Amili writes them. Money is shown with two decimals whenever that loses nothing (`10000.00`, not
 `10000.0`), in every answer, including the parts of a document the SDK keeps as raw JSON (`debt`, `extra`).
 """
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import orjson
 
-from .. import serde
+from .. import _wire
 from ..client import AsyncAmiliClient
 from ..errors import AmiliError, ValidationError
 from ..models import _validate
@@ -62,7 +62,8 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bool) or value is None:
         return value
     if isinstance(value, float):
-        return cents(serde.parse_money(value))
+        exact = _wire.to_decimal(value)  # the shortest repr of the double, as the SDK reads JSON money
+        return value if exact is None else cents(exact)
     if isinstance(value, Decimal):
         return cents(value)
     return value
@@ -70,9 +71,9 @@ def _plain(value: Any) -> Any:
 
 def _encode(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return orjson.Fragment(serde.dumps(value))  # exact digits, as the SDK sends money
+        return orjson.Fragment(_wire.dumps(value))  # exact digits, as the SDK sends money
     if isinstance(value, datetime):
-        return serde.format_rfc1123(value)
+        return _wire.format_rfc1123(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 

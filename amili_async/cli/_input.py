@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import re
 from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timezone
@@ -25,7 +24,7 @@ from typing import IO, Any
 import attrs
 import orjson
 
-from .. import serde
+from .. import _wire
 from ..errors import ValidationError
 from ..models import _validate
 from ..models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
@@ -84,7 +83,7 @@ def parse_date(text: str, field: str = "bank_transaction_date") -> datetime:
         if _ISO_DATE.fullmatch(cleaned):
             return datetime.combine(date.fromisoformat(cleaned), datetime.min.time(), timezone.utc)
         if "," in cleaned:
-            return serde.parse_datetime(cleaned)  # RFC 1123, read as the SDK reads Amili's dates
+            return _wire.parse_datetime(cleaned)  # RFC 1123, read as the SDK reads Amili's dates
         parsed = datetime.fromisoformat(cleaned[:-1] + "+00:00" if cleaned[-1:] in ("Z", "z") else cleaned)
     except (ValueError, KeyError, IndexError):
         raise _validate.fail(
@@ -195,10 +194,6 @@ def build_action(row: Mapping[str, Any], seeded: Seeded | None) -> Action:
     )
 
 
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a number")
-
-
 def parse_item(item: bytes | dict[str, str] | ValidationError) -> dict[str, Any]:
     """One bulk line as its fields (a JSON line is parsed here, amounts as exact Decimals)."""
     if isinstance(item, ValidationError):
@@ -206,14 +201,12 @@ def parse_item(item: bytes | dict[str, str] | ValidationError) -> dict[str, Any]
     if isinstance(item, dict):
         return item
     try:
-        text = item.decode("utf-8")
+        item.decode("utf-8")
     except UnicodeDecodeError:
         raise _validate.fail("line", "not valid UTF-8") from None
     try:
-        data = json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
-    except json.JSONDecodeError as exc:
-        raise _validate.fail("line", f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-    except (ValueError, RecursionError) as exc:  # NaN / Infinity, absurd nesting
+        data = _wire.loads_exact(item)  # amounts as exact Decimals; NaN and Infinity refused
+    except (_wire.BadJson, RecursionError) as exc:
         message = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
         raise _validate.fail("line", f"not valid JSON: {message}") from None
     if not isinstance(data, dict):

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import attrs
-import orjson
 
+from .. import _wire
 from ._common import UsageError, dumps, error_record, record
 
 FORMAT = 2
@@ -96,7 +96,7 @@ class JournalState:
     def read_record(self, slot: int) -> dict[str, Any]:
         with self.path.open("rb") as fh:
             fh.seek(self.offsets[slot])
-            data: dict[str, Any] = orjson.loads(fh.readline())
+            data: dict[str, Any] = _wire.loads(fh.readline())
             return data
 
 
@@ -114,7 +114,7 @@ def read_journal(path: Path) -> JournalState:
             if not raw.endswith(b"\n"):
                 break
             try:
-                rec = orjson.loads(raw)
+                rec = _wire.loads(raw)
                 kind = rec["record"] if isinstance(rec, dict) else None
                 if kind == "run":
                     state.runs.append(rec)
@@ -122,7 +122,7 @@ def read_journal(path: Path) -> JournalState:
                     state.add(rec, offset)
                 elif kind not in ("stop", "end"):
                     raise KeyError(kind)
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            except (KeyError, TypeError, ValueError):  # orjson's decode error is a ValueError
                 raise UsageError(_not_ours(path, raw)) from None
             offset += len(raw)
     state.good_end = offset
@@ -131,8 +131,8 @@ def read_journal(path: Path) -> JournalState:
 
 def _not_ours(path: Path, raw: bytes) -> str:
     try:
-        old = orjson.loads(raw)
-    except orjson.JSONDecodeError:
+        old = _wire.loads(raw)
+    except ValueError:
         old = None
     if isinstance(old, dict) and "line" in old and "ok" in old and "record" not in old:
         return (

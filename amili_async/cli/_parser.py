@@ -8,6 +8,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NoReturn
 
+from .. import doctor
 from .._version import __version__
 from ..errors import ValidationError
 from . import bulk, demo, single
@@ -222,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_demo.add_argument("--quiet", action="store_true", help="no progress bar")
     _single_actions(commands)
     _bulk(commands)
+    doctor.add_parser(commands)  # `amili doctor` lives in amili_async/doctor.py (issue 16)
+    commands.choices["doctor"].set_defaults(func=doctor.run)
     return parser
 
 

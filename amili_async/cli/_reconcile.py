@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from .. import serde
+from .. import _wire
 from ..client import AsyncAmiliClient
 from ..errors import AmiliError
 from ..models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
@@ -46,7 +46,7 @@ async def respite_evidence(client: AsyncAmiliClient, case_id: str) -> dict[str, 
     history = case.extra.get("history")
     count = _respites(history)
     return {
-        "due_date": None if case.due_date is None else serde.format_rfc1123(case.due_date),
+        "due_date": None if case.due_date is None else _wire.format_rfc1123(case.due_date),
         "respites": None if count is None else len(count),
     }
 
@@ -120,7 +120,7 @@ async def _respite(client: AsyncAmiliClient, action: RespiteGrant, evidence: Map
     if "due_date" not in evidence:
         return Verdict(unknown="the case was not read before the respite was sent, so nothing can be compared")
     case = await client.cases.get(action.case)
-    before = None if evidence["due_date"] is None else serde.parse_datetime(evidence["due_date"])
+    before = None if evidence["due_date"] is None else _wire.parse_datetime(evidence["due_date"])
     moved = None if before is None or case.due_date is None else case.due_date - before
     logged = _respites(case.extra.get("history"))
     granted = RespiteReceipt(case=action.case, days=action.days)

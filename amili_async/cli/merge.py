@@ -16,8 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from .. import _wire
 from ..errors import ValidationError
 from ._binding import bind, describe, foreign_message
 from ._common import EXIT_FAILED, EXIT_OK, UsageError, dumps, warn
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace, source: InputFile) -> int:
                 counts[NAME_OF[code]] += 1
                 assert found is not None
                 journals[found[0]].seek(states[found[0]].offsets[found[1]])
-                rec = orjson.loads(journals[found[0]].readline())
+                rec = _wire.loads(journals[found[0]].readline())
                 rec.pop("slot", None)
                 rec.update(line=line.number, source=str(paths[found[0]]))
             if sink is not None:

@@ -11,9 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from .._wire import OBJECT_ID as _OBJECT_ID
 from ..errors import ValidationError
 
-_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 _CURRENCY = re.compile(r"[A-Z]{3}")
 # Printable text, no control characters (CR/LF/NUL would end up in logs or break the request).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -22,6 +22,7 @@ __all__ = [
     "CreditorCancellation",
     "CreditorCrediting",
     "CreditorPayment",
+    "ReceiptedAction",
     "RespiteGrant",
 ]
 
@@ -54,7 +55,6 @@ class CreditorPayment:
 
     path: ClassVar[str] = "/creditor--payments"
     kind: ClassVar[str] = "payment"
-    reference_field: ClassVar[str] = "creditor_payment_reference"
 
     creditor: str = attrs.field(validator=_check(v.object_id))
     amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
@@ -86,7 +86,6 @@ class CreditorCrediting:
 
     path: ClassVar[str] = "/creditor--creditings"
     kind: ClassVar[str] = "crediting"
-    reference_field: ClassVar[str] = "creditor_reference"
 
     amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
     currency: str = attrs.field(validator=_check(v.currency))
@@ -122,7 +121,6 @@ class CreditorCancellation:
 
     path: ClassVar[str] = "/creditor--cancellations"
     kind: ClassVar[str] = "cancellation"
-    reference_field: ClassVar[str] = "case"
 
     creditor: str = attrs.field(validator=_check(v.object_id))
     case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
@@ -166,6 +164,7 @@ class RespiteGrant:
 
 
 Action = CreditorPayment | CreditorCrediting | CreditorCancellation | RespiteGrant
+ReceiptedAction = CreditorPayment | CreditorCrediting | CreditorCancellation  # answered with a stored record
 ACTION_TYPES: tuple[type[Any], ...] = (CreditorPayment, CreditorCrediting, CreditorCancellation, RespiteGrant)
 RECEIPT_FOR: dict[type[Any], type[Any]] = {
     CreditorPayment: PaymentReceipt,

@@ -1,7 +1,7 @@
 """What Amili answers to a case action, and what a GET of a payment, crediting or cancellation returns.
 
 Eve's meta fields map to plain names (`_id` -> `id`, `_etag` -> `etag`, ...). `status` is the business outcome
-(`completed`, `warning` or `error`: an overpayment, say, is a `warning` inside a 201); `eve_status` is Eve's
+(`completed`, `warning` or `error`, inside a 201: documented; which situations warn is not); `eve_status` is Eve's
 `_status` (`OK`). Every key the SDK does not know is kept in `extra`.
 """
 

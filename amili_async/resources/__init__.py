@@ -1,4 +1,4 @@
-"""One module per API resource; each builds requests and decodes answers through the client's pipeline."""
+"""The API's resources: each builds its requests and decodes its answers through the pipeline it is given."""
 
 from .actions import CreditorCancellations, CreditorCreditings, CreditorPayments
 from .cases import Cases, Respite

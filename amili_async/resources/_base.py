@@ -1,59 +1,26 @@
-"""What resources need from the client: the pipeline, typed by a small Protocol (no import of client.py)."""
+"""What every resource shares: the pager over Eve lists, and the per-call timeout override."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
 from .. import serde
+from .._pipeline import ApiResponse, Pipeline
 from ..errors import ResponseDecodeError
 
-if TYPE_CHECKING:
-    from ..models.actions import Action
+__all__ = ["MAX_PAGE_SIZE", "ApiResponse", "AsyncPager", "Timeout", "list_params", "with_timeout"]
 
 T = TypeVar("T")
 MAX_PAGE_SIZE = 100
+Timeout = httpx.Timeout | float | None
 
 
-class ApiResponse:
-    """An answer read in full: status, headers, raw body, and the decoded JSON once the pipeline decoded it."""
-
-    __slots__ = ("headers", "payload", "raw", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.raw = raw
-        self.payload: Any = None
-
-    def json_or_none(self) -> Any:
-        if self.payload is not None:
-            return self.payload
-        if not self.raw:
-            return None
-        try:
-            return serde.loads(self.raw)
-        except ValueError:
-            return None
-
-
-class Pipeline(Protocol):
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        write: bool | None = None,
-        ok: tuple[int, ...] = (200, 201),
-    ) -> ApiResponse: ...
-
-    async def execute(self, action: Action) -> Any: ...
-
-    def with_options(self, *, timeout: httpx.Timeout | float | None = None) -> Pipeline: ...
+def with_timeout(pipeline: Pipeline, timeout: Timeout) -> Pipeline:
+    """The pipeline itself, or a view of it with another timeout for one call."""
+    return pipeline if timeout is None else pipeline.with_options(timeout=timeout)
 
 
 def list_params(where: Mapping[str, Any] | None, sort: str | None, max_results: int, page: int) -> dict[str, str]:
@@ -72,7 +39,8 @@ def list_params(where: Mapping[str, Any] | None, sort: str | None, max_results: 
 class AsyncPager(Generic[T]):
     """`async for item in pager`: every matching document, page after page (Eve `_items` / `_meta`).
 
-    `pager.pages()` yields whole pages (lists) instead. Nothing is fetched until iteration starts.
+    `pager.pages()` yields whole pages (lists) instead, the last one cut to `limit`. Nothing is fetched until
+    iteration starts.
     """
 
     def __init__(
@@ -99,12 +67,8 @@ class AsyncPager(Generic[T]):
         return self._items()
 
     async def _items(self) -> AsyncIterator[T]:
-        seen = 0
         async for page in self.pages():
             for item in page:
-                if self._limit is not None and seen >= self._limit:
-                    return
-                seen += 1
                 yield item
 
     async def pages(self) -> AsyncIterator[list[T]]:
@@ -119,6 +83,8 @@ class AsyncPager(Generic[T]):
                 raise ResponseDecodeError("a list answer without _items", method="GET", path=self._path)
             if not items:
                 return
+            if self._limit is not None:  # the last page is cut to the limit here, for every consumer
+                items = items[: self._limit - fetched]
             yield [serde.structure_document(item, self._cls) for item in items]
             fetched += len(items)
             if self._limit is not None and fetched >= self._limit:

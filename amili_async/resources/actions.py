@@ -1,4 +1,7 @@
-"""`creditor_payments`, `creditor_creditings`, `creditor_cancellations`: create, get, list."""
+"""`creditor_payments`, `creditor_creditings`, `creditor_cancellations`: create, execute, get, list.
+
+Each resource owns its whole request/answer logic: the body, the lookup that settles a lost answer, the receipt.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +10,50 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-import httpx
-
 from .. import serde
+from .._pipeline import Pipeline
+from ..errors import AmiliError
 from ..models import _validate
-from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment
+from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment, ReceiptedAction
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
-from ._base import AsyncPager, Pipeline
+from ._base import AsyncPager, Timeout, with_timeout
 
 __all__ = ["CreditorCancellations", "CreditorCreditings", "CreditorPayments"]
 
 R = TypeVar("R", bound=Receipt)
-Timeout = httpx.Timeout | float | None
+A = TypeVar("A", bound=ReceiptedAction)
 
 
-def _pipe(pipeline: Pipeline, timeout: Timeout) -> Pipeline:
-    return pipeline if timeout is None else pipeline.with_options(timeout=timeout)
-
-
-class _ActionResource(Generic[R]):
+class _ActionResource(Generic[A, R]):
     path: str
     receipt: type[R]
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
 
+    async def execute(self, action: A, *, timeout: Timeout = None) -> R:
+        """Send `action`. An `AmiliError` raised here names the action and its reference."""
+        pipeline = with_timeout(self._pipeline, timeout)
+        lookup = action.lookup_filter()
+        reconcile = None
+        if lookup is not None:
+
+            async def reconcile() -> Any:
+                return await pipeline.find_one(self.path, lookup)
+
+        try:
+            body = serde.converter().unstructure(action)
+            response = await pipeline.request("POST", self.path, json=body, reconcile=reconcile)
+            return serde.structure_document(response.payload, self.receipt)
+        except AmiliError as exc:
+            exc.action = action
+            exc.reference = action.reference
+            raise
+
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""
         _validate.object_id("id", id)
-        response = await _pipe(self._pipeline, timeout).request("GET", f"{self.path}/{id}")
+        response = await with_timeout(self._pipeline, timeout).request("GET", f"{self.path}/{id}")
         return serde.structure_document(response.payload, self.receipt)
 
     def list(
@@ -49,7 +67,7 @@ class _ActionResource(Generic[R]):
     ) -> AsyncPager[R]:
         """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate."""
         return AsyncPager(
-            _pipe(self._pipeline, timeout),
+            with_timeout(self._pipeline, timeout),
             self.path,
             self.receipt,
             where=where,
@@ -59,7 +77,7 @@ class _ActionResource(Generic[R]):
         )
 
 
-class CreditorPayments(_ActionResource[PaymentReceipt]):
+class CreditorPayments(_ActionResource[CreditorPayment, PaymentReceipt]):
     path = CreditorPayment.path
     receipt = PaymentReceipt
 
@@ -93,10 +111,10 @@ class CreditorPayments(_ActionResource[PaymentReceipt]):
             client_registration_date=client_registration_date,
             origin=origin,
         )
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await self.execute(action, timeout=timeout)
 
 
-class CreditorCreditings(_ActionResource[CreditingReceipt]):
+class CreditorCreditings(_ActionResource[CreditorCrediting, CreditingReceipt]):
     path = CreditorCrediting.path
     receipt = CreditingReceipt
 
@@ -126,10 +144,10 @@ class CreditorCreditings(_ActionResource[CreditingReceipt]):
             client_registration_date=client_registration_date,
             origin=origin,
         )
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await self.execute(action, timeout=timeout)
 
 
-class CreditorCancellations(_ActionResource[CancellationReceipt]):
+class CreditorCancellations(_ActionResource[CreditorCancellation, CancellationReceipt]):
     path = CreditorCancellation.path
     receipt = CancellationReceipt
 
@@ -144,4 +162,4 @@ class CreditorCancellations(_ActionResource[CancellationReceipt]):
     ) -> CancellationReceipt:
         """Cancel a case entirely. A lost answer is settled by looking for the case's cancellation."""
         action = CreditorCancellation(creditor=creditor, case=case, invoice_number=invoice_number, origin=origin)
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await self.execute(action, timeout=timeout)

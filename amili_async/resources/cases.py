@@ -6,13 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import serde
-from ..errors import normalise_issues
+from .._pipeline import Pipeline
+from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, normalise_issues
 from ..models import _validate
 from ..models.actions import RespiteGrant
 from ..models.cases import Case, RespiteCheck
 from ..models.receipts import RespiteReceipt
-from ._base import AsyncPager, Pipeline
-from .actions import Timeout, _pipe
+from ._base import AsyncPager, Timeout, with_timeout
 
 __all__ = ["Cases", "Respite"]
 
@@ -25,7 +25,7 @@ class Cases:
 
     async def get(self, case_id: str, *, timeout: Timeout = None) -> Case:
         _validate.object_id("case_id", case_id)
-        response = await _pipe(self._pipeline, timeout).request("GET", f"{self.path}/{case_id}")
+        response = await with_timeout(self._pipeline, timeout).request("GET", f"{self.path}/{case_id}")
         return serde.structure_document(response.payload, Case)
 
     def list(
@@ -38,7 +38,7 @@ class Cases:
         timeout: Timeout = None,
     ) -> AsyncPager[Case]:
         return AsyncPager(
-            _pipe(self._pipeline, timeout),
+            with_timeout(self._pipeline, timeout),
             self.path,
             Case,
             where=where,
@@ -58,7 +58,7 @@ class Respite:
         """Whether a respite may be granted now: 200 is yes; 206 is no, with the reasons in `issues`."""
         _validate.object_id("case_id", case_id)
         path = f"/domain-actions/cases/respite/{case_id}"
-        response = await _pipe(self._pipeline, timeout).request("GET", path, ok=(200, 206))
+        response = await with_timeout(self._pipeline, timeout).request("GET", path, ok=(200, 206))
         payload = response.payload
         raw_issues = payload.get("issues", payload.get("_issues")) if isinstance(payload, Mapping) else None
         issues = tuple(m for messages in normalise_issues(raw_issues).values() for m in messages)
@@ -66,5 +66,38 @@ class Respite:
 
     async def grant(self, case_id: str, *, days: int, timeout: Timeout = None) -> RespiteReceipt:
         """Postpone the case by `days`. Raises `RespiteNotAllowedError` (with `issues`) when Amili refuses."""
-        action = RespiteGrant(case=case_id, days=days)
-        return await _pipe(self._pipeline, timeout).execute(action)  # type: ignore[no-any-return]
+        return await self.execute(RespiteGrant(case=case_id, days=days), timeout=timeout)
+
+    async def execute(self, action: RespiteGrant, *, timeout: Timeout = None) -> RespiteReceipt:
+        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`."""
+        try:
+            return await self._grant(action, with_timeout(self._pipeline, timeout))
+        except AmiliError as exc:
+            exc.action = action
+            exc.reference = action.reference
+            raise
+
+    async def _grant(self, action: RespiteGrant, pipeline: Pipeline) -> RespiteReceipt:
+        body = serde.converter().unstructure(action)
+        try:
+            # No reconcile: a respite is relative (+N days), so a lost answer cannot be looked up.
+            response = await pipeline.request("POST", action.path, json=body, ok=(200, 201, 204), needs_body=False)
+        except APIStatusError as exc:
+            if exc.status_code in (400, 409, 422) and exc.issues:
+                raise RespiteNotAllowedError(
+                    exc.message,
+                    status_code=exc.status_code,
+                    issues=exc.issues,
+                    method=exc.method,
+                    path=exc.path,
+                    body=exc.body,
+                    attempts=exc.attempts,
+                ) from exc
+            raise
+        if response.status == 206:
+            payload = response.json_or_none()
+            issues = normalise_issues(payload.get("issues") if isinstance(payload, Mapping) else None)
+            raise RespiteNotAllowedError(
+                "respite not allowed", status_code=206, issues=issues, method="POST", path=action.path
+            )
+        return RespiteReceipt(case=action.case, days=action.days)

@@ -34,11 +34,30 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--latency", type=float, default=0.0, help="seconds every write waits for its answer (after it commits)"
     )
+    serve.add_argument(
+        "--rate-limit",
+        type=_rate_limit,
+        metavar="LIMIT[/SECONDS]",
+        help="an Eve-style limiter: X-RateLimit-* headers on every answer, 429 over LIMIT requests per window",
+    )
     return parser
 
 
+def _rate_limit(text: str) -> tuple[int, float]:
+    limit, _, period = text.partition("/")
+    try:
+        parsed = int(limit), float(period or "1")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LIMIT or LIMIT/SECONDS, got {text!r}") from None
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive LIMIT and SECONDS, got {text!r}")
+    return parsed
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeAmili(seed=args.seed, token_lifetime=args.token_lifetime, record_requests=False)
+    fake = FakeAmili(
+        seed=args.seed, token_lifetime=args.token_lifetime, record_requests=False, rate_limit=args.rate_limit
+    )
     creditor = fake.add_creditor(name="Benchmark Creditor AB")
     # Case i has invoice number INV-i, as in `amili ... --fake` (where it is case @i).
     cases = [

@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 
+from .._wire import TOKEN_PATH
 from . import _rules
 from ._query import BadQuery, run_list
 from ._schema import CANCELLATION, CASE_REGISTRATION, CREDITING, PAYMENT, RESPITE, Schema, validate
@@ -28,7 +29,6 @@ from ._wire import (
     validation_reply,
 )
 
-TOKEN_PATH = "/authenticates/api-code"
 RESPITE_PREFIX = ("domain-actions", "cases", "respite")
 JWT_LEEWAY = 5.0
 JWT_MAX_AHEAD = 3600.0

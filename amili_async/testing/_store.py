@@ -19,6 +19,7 @@ import attrs
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from .._wire import JWT_ALGORITHMS
 from . import _rules
 from ._wire import format_http_date, parse_http_date
 
@@ -32,7 +33,7 @@ RESOURCES = (
     "creditor--cancellations",
     "case--registrations",
 )
-ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+ALGORITHMS = JWT_ALGORITHMS
 _CURVES: dict[str, ec.EllipticCurve] = {
     "ES256": ec.SECP256R1(),
     "ES384": ec.SECP384R1(),

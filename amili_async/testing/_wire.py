@@ -1,32 +1,41 @@
 """Wire-level helpers shared by the fake: requests, replies, JSON, dates and Eve envelopes.
 
-Everything here is framework-neutral: the httpx transport, the ASGI app and the socket server all turn
+Dates, JSON and ids come from the SDK's own `amili_async._wire`, so the fake and the SDK can never disagree
+on them. Everything here is framework-neutral: the httpx transport, the ASGI app and the socket server all turn
 their native request into a `WireRequest`, and send back the `Outcome` the fake decides on.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
-from email.utils import formatdate
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
-import orjson
+
+from .._wire import BadJson, dumps, is_object_id, parse_http_date, to_decimal
+from .._wire import format_rfc1123_epoch as format_http_date
+from .._wire import loads_exact as loads
+
+__all__ = [
+    "BadJson",
+    "Handler",
+    "Outcome",
+    "Reply",
+    "WireRequest",
+    "dumps",
+    "error_reply",
+    "format_http_date",
+    "html_error_reply",
+    "is_object_id",
+    "json_reply",
+    "loads",
+    "parse_http_date",
+    "to_decimal",
+    "validation_reply",
+]
 
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
-
-_OBJECT_ID = re.compile(r"[0-9a-f]{24}")
-_RFC1123 = re.compile(
-    r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d{1,2}) "
-    r"(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) (\d{4}) (\d{2}):(\d{2}):(\d{2}) GMT"
-)
-_MONTH_NAMES = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_MONTHS = {m: i for i, m in enumerate(_MONTH_NAMES, start=1)}
 
 
 @attrs.define(slots=True)
@@ -66,82 +75,15 @@ class Outcome:
     stall_at: int = 0
 
 
-def is_object_id(value: object) -> bool:
-    return isinstance(value, str) and _OBJECT_ID.fullmatch(value) is not None
-
-
-# -- dates -------------------------------------------------------------------------------------------
-
-
-def format_http_date(epoch: float) -> str:
-    """RFC 1123 in GMT, e.g. ``Tue, 07 Oct 2025 08:15:30 GMT`` (locale independent)."""
-    return formatdate(epoch, usegmt=True)
-
-
-def parse_http_date(value: str) -> datetime | None:
-    """Parse RFC 1123 GMT strictly (what Eve's `strptime` accepts); None when it is not one."""
-    m = _RFC1123.fullmatch(value)
-    if m is None:
-        return None
-    _, day, month, year, hh, mm, ss = m.groups()
-    try:
-        return datetime(int(year), _MONTHS[month], int(day), int(hh), int(mm), int(ss), tzinfo=timezone.utc)
-    except ValueError:
-        return None
-
-
-# -- JSON ----------------------------------------------------------------------------------------------
-
-
-class BadJson(ValueError):
-    """The body is not JSON the fake accepts (syntax error, NaN/Infinity, not UTF-8)."""
-
-
-def _refuse_constant(name: str) -> Any:
-    raise BadJson(f"{name} is not allowed")
-
-
-def loads(data: bytes | str) -> Any:
-    """Parse JSON with every non-integer number as an exact `Decimal`; NaN and Infinity are refused."""
-    try:
-        return json.loads(data, parse_float=Decimal, parse_constant=_refuse_constant)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadJson(str(exc)) from exc
-
-
-def _default(value: object) -> Any:
-    if isinstance(value, Decimal):
-        if not value.is_finite():
-            raise TypeError("non-finite Decimal cannot be written as JSON")
-        return orjson.Fragment(str(value))
-    raise TypeError(f"cannot serialise {type(value).__name__}")
-
-
-def dumps(value: Any) -> bytes:
-    """Serialise with `Decimal` written as a plain JSON number (no float round trip)."""
-    return orjson.dumps(value, default=_default)
-
-
-def to_decimal(value: object) -> Decimal | None:
-    """A finite Decimal from a JSON number or numeric string (Eve's number coercion); bools are refused."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, Decimal):
-        return value if value.is_finite() else None
-    if isinstance(value, int):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, str):
-        try:
-            d = Decimal(value.strip())
-        except InvalidOperation:
-            return None
-        return d if d.is_finite() else None
-    return None
-
-
 # -- replies -------------------------------------------------------------------------------------------
+
+
+class Handler(Protocol):
+    """What a front end (httpx transport, ASGI app, socket server) needs: one request in, one outcome out.
+
+    `FakeAmili` is one; the front ends depend on this protocol, never on the fake itself."""
+
+    def handle(self, req: WireRequest) -> Outcome: ...
 
 
 def json_reply(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Reply:

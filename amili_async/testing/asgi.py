@@ -8,15 +8,12 @@ body, then waits forever.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
 
-from ._wire import WireRequest
-
-if TYPE_CHECKING:
-    from .fake import FakeAmili
+from ._wire import Handler, WireRequest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,7 +26,7 @@ class SimulatedDisconnect(ConnectionError):
 
 
 class AsgiApp:
-    def __init__(self, fake: FakeAmili) -> None:
+    def __init__(self, fake: Handler) -> None:
         self._fake = fake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 import httpx
 
-from ._api import MALFORMED, TOKEN_PATH, Api
+from .._wire import TOKEN_PATH
+from ._api import MALFORMED, Api
+from ._limits import FixedWindowLimit
 from ._store import Doc, RespiteLimits, Store, as_http_date
 from ._wire import BadJson, Outcome, Reply, WireRequest, error_reply, html_error_reply, loads
 from .faults import Fault, FaultBook, seconds_header
@@ -64,7 +66,9 @@ class FakeAmili:
     ``seed`` makes ids, tokens and probabilistic faults repeatable; ``clock`` (epoch seconds) drives
     ``_created``/``_updated``, token expiry and JWT checks. ``record_requests=False`` and
     ``keep_documents=False`` (action documents and case history entries are not stored; balances still move)
-    keep memory flat in long benchmark runs.
+    keep memory flat in long benchmark runs. ``rate_limit=(limit, period)`` turns on an Eve-style limiter:
+    ``X-RateLimit-*`` headers on every API answer, 429 (without ``Retry-After``) over the limit. Every answer
+    carries a ``Date`` header from ``clock``, so a fake with a skewed clock shows its skew as a server would.
     """
 
     BASE_URL: ClassVar[str] = "https://fake.amili.test"
@@ -77,6 +81,7 @@ class FakeAmili:
         *,
         record_requests: bool = True,
         keep_documents: bool = True,
+        rate_limit: tuple[int, float] | None = None,
     ) -> None:
         self.seed = seed
         self._store = Store(seed, clock or time.time, token_lifetime, keep_documents)
@@ -85,6 +90,7 @@ class FakeAmili:
         self._record = record_requests
         self._requests: list[RecordedRequest] = []
         self._asgi: AsgiApp | None = None
+        self._limit = FixedWindowLimit(*rate_limit) if rate_limit is not None else None
 
     # -- seeding ------------------------------------------------------------------------------------
 
@@ -250,12 +256,23 @@ class FakeAmili:
         if self._record:
             record = RecordedRequest(req.method, req.path, dict(req.query), None if body is MALFORMED else body)
             self._requests.append(record)
-        fault = self._faults.pick(req.method, req.path)
-        outcome = self._run(fault, req, body)
+        limited, limit_headers = self._admit(req)
+        fault = None if limited else self._faults.pick(req.method, req.path)
+        outcome = Outcome("respond", error_reply(429)) if limited else self._run(fault, req, body)
+        if outcome.reply is not None:  # what a server adds to every answer: its clock, and its limiter's count
+            outcome.reply.headers.append(("Date", self._store.stamp()))
+            outcome.reply.headers.extend(limit_headers)
         if record is not None:
             record.fault = fault.kind if fault else None
             record.status = outcome.reply.status if outcome.reply is not None else None
         return outcome
+
+    def _admit(self, req: WireRequest) -> tuple[bool, list[tuple[str, str]]]:
+        """(over the limit, the limiter's headers); never limited without ``rate_limit`` or at the token endpoint."""
+        if self._limit is None or req.path.rstrip("/") == TOKEN_PATH:
+            return False, []
+        allowed, headers = self._limit.admit(self._store.now())
+        return not allowed, headers
 
     def _run(self, fault: Fault | None, req: WireRequest, body: Any) -> Outcome:
         if fault is None:

@@ -33,6 +33,8 @@ from typing import Literal, get_args
 
 import attrs
 
+from .._wire import TOKEN_PATH
+
 FaultKind = Literal[
     "latency",
     "rate_limit",
@@ -47,8 +49,6 @@ FaultKind = Literal[
     "token_endpoint_down",
 ]
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
-
-TOKEN_PATH = "/authenticates/api-code"
 
 
 def _check_kind(_: object, __: object, value: str) -> None:

@@ -10,15 +10,11 @@ Only `anyio` sleeps are used, so it runs on asyncio and trio alike.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 
-from ._wire import WireRequest
-
-if TYPE_CHECKING:
-    from .fake import FakeAmili
+from ._wire import Handler, WireRequest
 
 
 def _read_timeout(request: httpx.Request) -> float | None:
@@ -46,7 +42,7 @@ class _StalledStream(httpx.AsyncByteStream):
 
 
 class FakeTransport(httpx.AsyncBaseTransport):
-    def __init__(self, fake: FakeAmili) -> None:
+    def __init__(self, fake: Handler) -> None:
         self._fake = fake
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -190,9 +190,10 @@ async def test_no_secret_or_debtor_data_in_logs_reprs_or_errors_over_sockets(deb
 _AMILI_LOG_SCRIPT = textwrap.dedent(
     """
     import asyncio, json, logging, sys
-    from amili_async import RetryPolicy
+    from amili_async import RetryPolicy, configure_logging_from_env
     from amili_async.testing import FakeAmili
 
+    configure_logging_from_env()  # the explicit step: constructing a client configures no logging
     fake = FakeAmili(seed=5)
     creditor = fake.add_creditor()
     case_id = fake.add_case(creditor.id)
