@@ -84,8 +84,8 @@ class RawAmili:
             if self.hold == "after":
                 await self.wait_forever()
             return answer
-        if self.reads_down:
-            return 503, {"_status": "ERR", "_error": {"code": 503, "message": "reads are down"}}
+        if self.reads_down:  # the API user may not read (a 403 is final: no retries to wait for)
+            return 403, {"_status": "ERR", "_error": {"code": 403, "message": "reads are not allowed"}}
         if parts[0] == "cases" and len(parts) == 2:
             return 200, self.cases[parts[1]]
         if parts[0] == "domain-actions":
@@ -262,8 +262,10 @@ def test_when_amili_cannot_be_asked_the_line_is_unknown_until_it_can(key_file: P
         assert said.endswith("exit 1"), said
         assert "1 outcomes need checking in Amili: line 2 (payment PAY-3)" in said
         assert final(out)[2]["outcome"] == "unknown"
+        assert "looking it up in Amili failed (PermissionDeniedError" in final(out)[2]["error"]["message"]
         server.reads_down = False
-        again = amili("bulk", tmp_path / "day.csv", "--out", out, "--retry-failed", env=env_for(server, key_file))
+        args = ("bulk", tmp_path / "day.csv", "--out", out, "--retry-failed", "--settle", "0")
+        again = amili(*args, env=env_for(server, key_file))
         assert again.returncode == 0, again.stderr
         assert "1 had been applied" in again.stderr
         assert server.writes["creditor--payments"] == 1

@@ -121,15 +121,17 @@ def test_an_old_results_file_is_refused(served: Served, tmp_path: Path) -> None:
 
 def test_retry_failed_sends_again_what_failed_with_nothing_applied(served: Served, tmp_path: Path) -> None:
     source, out = write(tmp_path / "day.csv", payment_rows(served, range(6))), tmp_path / "r.jsonl"
-    wrong = dict(served.env, AMILI_API_CODE="wrong-code")  # the "wrong key": every line refused
-    done = amili("bulk", source, "--out", out, env=wrong)
-    assert done.returncode == 1 and "6 lines failed, nothing applied" in done.stderr, done.stderr
-    assert {r["error"]["type"] for r in final(out).values()} == {"AuthenticationError"}
-    code, said = run(served, source, out)  # the key fixed, but no --retry-failed: nothing is resent
-    assert code == 1 and "6 already in" in said and "--retry-failed" in said
-    assert references(served) == []
+    wrong = dict(served.env, AMILI_API_CODE="wrong-code")  # the "wrong key"
+    done = amili("bulk", source, "--out", out, "--concurrency", "2", env=wrong)
+    assert done.returncode == 1 and "stopped: Amili refused the credentials" in done.stderr, done.stderr
+    refused = final(out)
+    assert 1 <= len(refused) <= 2  # the lines in flight when the refusal came; no further line was started
+    assert {r["error"]["type"] for r in refused.values()} == {"AuthenticationError"}
+    code, said = run(served, source, out)  # the key fixed, no --retry-failed: the refused lines are not resent
+    assert code == 1 and f"{len(refused)} already in" in said and "--retry-failed" in said, said
+    assert len(references(served)) == 6 - len(refused)
     code, said = run(served, source, out, "--retry-failed")
-    assert code == 0 and "6 lines processed (6 ok" in said, said
+    assert code == 0 and f"{len(refused)} lines processed ({len(refused)} ok" in said, said
     assert references(served) == sorted(f"PAY-{n}" for n in range(6))
     code, said = run(served, source, out, "--retry-failed")  # applied lines are never sent again
     assert code == 0 and "0 lines processed" in said

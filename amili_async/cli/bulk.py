@@ -33,6 +33,7 @@ from ..client import AsyncAmiliClient
 from ..errors import (
     AmiliError,
     APIStatusError,
+    AuthenticationError,
     OutcomeUnknownError,
     RespiteNotAllowedError,
     TransportError,
@@ -183,6 +184,7 @@ class _Batch:
         self.recovered = 0
         self._locks: dict[str, tuple[anyio.Lock, int]] = {}
         self.changed = False  # the input changed between the binding pass and this run
+        self.stopped: AuthenticationError | None = None  # Amili refused the credentials: start no more lines
 
     # -- which lines, and what to do with each ---------------------------------------------------------
 
@@ -195,6 +197,8 @@ class _Batch:
 
     def _tasks(self, slots: dict[bytes, list[int]], retry: bool, hasher: Any) -> Iterator[_Task]:
         for line in shard_lines(self.source, self.args.shard, hasher):
+            if self.stopped is not None:
+                return
             taken = slots.get(line.digest)
             slot = taken.pop(0) if taken else None
             state = 0 if slot is None else self.state.states[slot]
@@ -275,6 +279,9 @@ class _Batch:
             self._result(task, APPLIED, receipt=receipt)
 
     def _result(self, task: _Task, state: int, **fields: Any) -> None:
+        if isinstance(fields.get("error"), AuthenticationError):
+            # Every further line would be refused the same way (slowly, each after its own login): stop here.
+            self.stopped = fields["error"]
         line, action = task.line, task.action
         self.journal.result(task.slot, line.number, line.digest, action.kind, action.reference, state, **fields)
         if state == UNKNOWN:
@@ -318,6 +325,12 @@ class _Batch:
             warn(f"{len(self.unknown):,} outcomes need checking in Amili: {listed}{more}")
         if self.retryable:
             warn(f"{self.retryable:,} lines failed, nothing applied: fix the cause, then rerun with --retry-failed")
+        if self.stopped is not None:
+            warn(
+                f"stopped: Amili refused the credentials ({self.stopped.message}); no further line was sent. "
+                "Fix AMILI_API_CODE or the key, then run the same command again (with --retry-failed for the "
+                "lines refused so far)"
+            )
         if self.changed:
             warn(f"{self.source.path} changed while it was being run: run the same command again to be sure")
         applied = j.applied + self.before[APPLIED]
