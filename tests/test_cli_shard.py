@@ -71,6 +71,13 @@ def test_merge_names_the_lines_without_an_outcome(served: Served, tmp_path: Path
     done = amili("bulk", source, "--merge", *outs[:2])
     assert done.returncode == 1
     assert f"{missing} no outcome" in done.stderr and f"{missing} lines have no outcome: line " in done.stderr
+    # The second worker stopped with one line in flight: its `sending` record has no result.
+    kept = outs[1].read_text().splitlines(keepends=True)
+    last = max(i for i, text in enumerate(kept) if '"record":"result"' in text)
+    outs[1].write_text("".join(kept[:last]))
+    done = amili("bulk", source, "--merge", *outs[:2])
+    assert done.returncode == 1 and f"{missing + 1} no outcome" in done.stderr
+    assert "(in flight when its shard stopped)" in done.stderr
 
 
 def test_a_line_stays_in_its_shard_when_the_input_is_reordered(served: Served, tmp_path: Path) -> None:
