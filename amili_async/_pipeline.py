@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,19 +25,29 @@ import httpx
 import sniffio
 
 from . import serde
+from ._evidence import (
+    Ambiguous,
+    Identity,
+    Proof,
+    Taken,
+    Unreadable,
+    deadline_error,
+    judge_failure,
+    judge_refusal,
+    of_answer,
+    of_failure,
+)
 from ._lookups import LookupSupport
+from ._reconcile import Reconciler
+from ._wire import is_object_id
 from .auth import Auth, Token, TokenCache, TokenEndpoint
 from .errors import (
-    AmiliError,
     ClientStateError,
-    OutcomeUnknownError,
     ResponseDecodeError,
-    TimeoutError,
-    TransportError,
     error_for_status,
     excerpt,
 )
-from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, classify_exception, retry_after_seconds
+from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, retry_after_seconds
 from .transports import Exchange, build_default_transport, exchange_for, httpx_exchange
 
 __all__ = ["ApiResponse", "Call", "Connection", "Pipeline", "Runtime", "Settings"]
@@ -46,15 +56,20 @@ logger = logging.getLogger("amili_async")
 
 
 class ApiResponse:
-    """An answer read in full: status, headers, raw body, and the decoded JSON once the pipeline decoded it."""
+    """An answer read in full: status, headers, raw body, and the decoded JSON once the pipeline decoded it.
 
-    __slots__ = ("headers", "payload", "raw", "status")
+    `provenance` is "answer" for Amili's own answer, "fetched" or "found" for a write's record read back after
+    its answer was lost or unreadable (see `_reconcile.py`).
+    """
+
+    __slots__ = ("headers", "payload", "provenance", "raw", "status")
 
     def __init__(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         self.status = status
         self.headers = headers
         self.raw = raw
         self.payload: Any = None
+        self.provenance = "answer"
 
     def json_or_none(self) -> Any:
         if self.payload is not None:
@@ -76,9 +91,21 @@ class Call:
     params: Mapping[str, str] | None = None
     body: bytes | None = None
     write: bool = False
-    reconcile: Callable[[], Awaitable[Any]] | None = None
+    identity: Identity | None = None
     ok: tuple[int, ...] = (200, 201)
     needs_body: bool = True
+
+
+class _State:
+    """One call's running knowledge: attempts started, and what the write's attempts prove so far (None:
+    nothing sent yet). Every resend happens only after the attempts before it proved not applied."""
+
+    __slots__ = ("deadline_at", "proof", "tried")
+
+    def __init__(self, deadline_at: float | None) -> None:
+        self.deadline_at = deadline_at
+        self.proof: Proof | None = None
+        self.tried = 0
 
 
 @attrs.frozen
@@ -212,44 +239,34 @@ class Pipeline:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         write: bool | None = None,
-        reconcile: Callable[[], Awaitable[Any]] | None = None,
+        identity: Identity | None = None,
         ok: tuple[int, ...] = (200, 201),
         needs_body: bool = True,
     ) -> ApiResponse:
         """Send one logical request (token, retries, reconciliation, errors).
 
-        `write` defaults to True for anything but GET. `reconcile`, for a write, is called after an
-        ambiguous failure: it returns the record that exists (which then becomes the answer) or None when
-        the write is provably absent (the write is then sent again).
+        `write` defaults to True for anything but GET. `identity`, for a write, says how to find its record
+        again and how to tell it is this write's: with it an ambiguous attempt is reconciled (`_reconcile.py`),
+        without it an ambiguous attempt is an `OutcomeUnknownError`.
         """
         body = None if json is None else serde.dumps(json)
         is_write = method != "GET" if write is None else write
-        return await self.run(Call(method, path, params, body, is_write, reconcile, ok, needs_body))
+        return await self.run(Call(method, path, params, body, is_write, identity, ok, needs_body))
 
-    async def find_one(self, path: str, where: Mapping[str, Any]) -> Any:
-        """The first document matching `where`, or None when there is none."""
-        params = {"where": serde.dumps(where).decode(), "max_results": "2"}
-        response = await self.run(Call("GET", path, params))
-        payload = response.payload
-        items = payload.get("_items") if isinstance(payload, Mapping) else None
-        if not isinstance(items, list):
-            raise ResponseDecodeError("a list answer without _items", method="GET", path=path)
-        if len(items) > 1:
-            logger.warning("%s: more than one record matches a reference; using the first", path)
-        return items[0] if items else None
+    async def _get(self, path: str, params: Mapping[str, str] | None) -> Any:
+        """A read through this pipeline (reconciliation's lookups and fetches): its decoded body."""
+        return (await self.run(Call("GET", path, params))).payload
 
     async def run(self, call: Call) -> ApiResponse:
         runtime = self.bind()
         policy = self.settings.retry
         started = time.monotonic()
         describe = f"{call.method} {call.path}"
-
-        tried = 0  # attempts started, for the deadline error
+        state = _State(None if policy.deadline is None else started + policy.deadline)
 
         async def attempt(number: int) -> ApiResponse:
-            nonlocal tried
-            tried = number
-            return await self._attempt(runtime, call, number)
+            state.tried = number
+            return await self._attempt(runtime, call, number, state)
 
         if policy.deadline is None:
             return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
@@ -267,25 +284,28 @@ class Pipeline:
 
             with anyio.move_on_after(policy.deadline):
                 return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
-        message = f"no answer within the {policy.deadline:g} s deadline"
-        if call.write:
-            raise OutcomeUnknownError(message, method=call.method, path=call.path, attempts=tried)
-        raise TimeoutError(message, method=call.method, path=call.path, attempts=tried)
+        raise deadline_error(
+            f"no answer within the {policy.deadline:g} s deadline",
+            state.proof if call.write else None,
+            method=call.method,
+            path=call.path,
+            attempts=state.tried,
+        )
 
-    async def _attempt(self, runtime: Runtime, call: Call, number: int) -> ApiResponse:
+    async def _attempt(self, runtime: Runtime, call: Call, number: int, state: _State) -> ApiResponse:
         try:
             token = await runtime.tokens.get()
-            response = await self._send(runtime, call, token, number)
+            response = await self._send(runtime, call, token, number, state)
             if response.status == 401 and await runtime.tokens.invalidate(token.generation):
                 # Refresh once (unless another call already did) and replay once: a 401 is refused before
                 # any processing, so replaying a write is safe. A second 401 is final.
                 token = await runtime.tokens.get()
-                response = await self._send(runtime, call, token, number)
+                response = await self._send(runtime, call, token, number, state)
             return self._classify(call, response, number, token)
-        except _Ambiguous as ambiguous:
-            return await self._reconcile(call, ambiguous, number)
+        except (Ambiguous, Taken, Unreadable) as signal:
+            return await self._reconcile(call, signal, number, state)
 
-    async def _send(self, runtime: Runtime, call: Call, token: Token, number: int) -> ApiResponse:
+    async def _send(self, runtime: Runtime, call: Call, token: Token, number: int, state: _State) -> ApiResponse:
         settings = self.settings
         headers = [*settings.headers, ("X-API-Key", token.value)]
         if call.body is not None:
@@ -294,14 +314,20 @@ class Pipeline:
         if call.params:
             url += "?" + urlencode(call.params)
         started = time.monotonic()
+        if call.write:
+            state.proof = Proof.NOTHING  # from here until an answer (or its absence) proves otherwise
         try:
             status, response_headers, raw = await runtime.exchange(
                 call.method, url, headers, call.body, settings.timeout_ext
             )
         except httpx.TransportError as exc:
             _log(call, None, number, started, exc)
-            raise _transport_failure(call, exc, number) from exc
+            if call.write:
+                state.proof = of_failure(exc).proves
+            raise judge_failure(exc, write=call.write, method=call.method, path=call.path, attempts=number) from exc
         _log(call, status, number, started)
+        if call.write:
+            state.proof = of_answer(status).proves
         return ApiResponse(status, response_headers, raw)
 
     def _classify(self, call: Call, response: ApiResponse, number: int, token: Token) -> ApiResponse:
@@ -317,12 +343,15 @@ class Pipeline:
                 response.payload = serde.loads(response.raw)
             except ValueError:
                 message = f"answered {status} but the body is not JSON: {excerpt(response.raw)!r}"
-                if call.write:
-                    raise _Ambiguous(message) from None
+                if call.write:  # a 2xx: applied, whatever the body says
+                    raise Unreadable(message, status, response.headers, response.raw) from None
                 decode_error = ResponseDecodeError(
                     message, status_code=status, method=call.method, path=call.path, attempts=number
                 )
                 raise Failure(decode_error, FailureKind.AMBIGUOUS) from None
+            if call.write and not (isinstance(response.payload, Mapping) and is_object_id(response.payload.get("_id"))):
+                message = f"answered {status} without the record's _id"
+                raise Unreadable(message, status, response.headers, response.raw)
             return response
         secret = token.value.encode()
         if len(secret) >= 8 and secret in response.raw:  # an echoed token must not reach our errors
@@ -338,41 +367,25 @@ class Pipeline:
             retry_after=retry_after,
             attempts=number,
         )
-        if status == 429:
-            raise Failure(error, FailureKind.THROTTLED, retry_after)
-        if status in (500, 502, 503, 504):
-            if call.write:
-                raise _Ambiguous(f"Amili answered {status}", error)
-            raise Failure(error, FailureKind.AMBIGUOUS, retry_after)
-        if status == 409 and call.write and call.reconcile is not None:
-            raise _Ambiguous("Amili answered 409 Conflict", error)
-        raise error
+        raise judge_refusal(error, retry_after, write=call.write, key=call.identity.key if call.identity else None)
 
-    async def _reconcile(self, call: Call, ambiguous: _Ambiguous, number: int) -> ApiResponse:
-        """After a write whose answer was lost: find the record, or prove it absent, or give up honestly."""
-        where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=number)
-        if call.reconcile is None:
-            raise OutcomeUnknownError(
-                f"{ambiguous}; the write may or may not have been applied, and it carries no reference to check it by",
-                **where,
-            ) from ambiguous.error
-        try:
-            found = await self.connection.lookups.run(call.path, call.reconcile)  # a refused lookup: not again
-        except AmiliError as exc:
-            raise OutcomeUnknownError(
-                f"{ambiguous}; looking the write up to see whether it was applied failed too ({exc})", **where
-            ) from exc
-        if found is not None:
-            logger.info("%s %s: %s; found the record it created, using it", call.method, call.path, ambiguous)
-            response = ApiResponse(200, {}, b"")
-            response.payload = found
-            return response
-        if ambiguous.error is not None and ambiguous.error.status_code == 409:
-            raise ambiguous.error
-        logger.info("%s %s: %s; verified not applied, safe to send again", call.method, call.path, ambiguous)
-        error = ambiguous.error or TransportError(str(ambiguous), **where)
-        error.message = f"{error.message} (verified not applied)"
-        raise Failure(error, FailureKind.NOT_SENT)
+    async def _reconcile(
+        self, call: Call, signal: Ambiguous | Taken | Unreadable, number: int, state: _State
+    ) -> ApiResponse:
+        """Prove what became of the write (see `_reconcile.py`): its record, a resend, or an honest error."""
+        if isinstance(signal, Taken):
+            state.proof = Proof.NOTHING  # an earlier attempt (or an earlier run) may hold the reference
+        policy = self.settings.retry
+        reconciler = Reconciler(
+            self._get, policy, state.deadline_at, call.method, call.path, call.identity, self.connection.lookups
+        )
+        recovered = await reconciler.settle(signal, number)
+        if recovered is None:  # proven absent: the write may be sent again
+            state.proof = Proof.NOT_APPLIED
+            raise Failure(reconciler.absent_error(signal, number), FailureKind.NOT_SENT)
+        response = ApiResponse(200, {}, b"")
+        response.payload, response.provenance = recovered.record, recovered.provenance
+        return response
 
 
 def _log(call: Call, status: int | None, number: int, started: float, exc: BaseException | None = None) -> None:
@@ -380,21 +393,3 @@ def _log(call: Call, status: int | None, number: int, started: float, exc: BaseE
         elapsed = (time.monotonic() - started) * 1000
         outcome = status if exc is None else type(exc).__name__
         logger.debug("%s %s -> %s attempt=%d elapsed_ms=%.1f", call.method, call.path, outcome, number, elapsed)
-
-
-def _transport_failure(call: Call, exc: httpx.TransportError, number: int) -> Exception:
-    kind = classify_exception(exc)
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if kind is FailureKind.AMBIGUOUS and call.write:
-        return _Ambiguous(f"{text} (after the request was sent)")
-    is_timeout = isinstance(exc, httpx.TimeoutException)
-    error = (TimeoutError if is_timeout else TransportError)(text, method=call.method, path=call.path, attempts=number)
-    return error if kind is FailureKind.FATAL else Failure(error, kind)
-
-
-class _Ambiguous(Exception):
-    """A write that may or may not have been applied; the pipeline reconciles or reports it unknown."""
-
-    def __init__(self, message: str, error: AmiliError | None = None) -> None:
-        super().__init__(message)
-        self.error = error

@@ -6,6 +6,7 @@ AmiliError                      base of everything below
 ├── ClientStateError            client closed, or used from another event loop
 ├── ValidationError             bad input caught before sending (status_code None), and HTTP 422
 │   └── UnprocessableEntityError    HTTP 422 from Amili (also an APIStatusError)
+│       └── RespiteValidationError      a respite grant refused with 422 (also a RespiteNotAllowedError)
 ├── APIStatusError              Amili answered with an error status
 │   ├── BadRequestError             400
 │   ├── AuthenticationError         401 (after one token refresh and one replay), and token endpoint refusals
@@ -14,13 +15,25 @@ AmiliError                      base of everything below
 │   ├── ConflictError               409
 │   ├── PreconditionFailedError     412 / 428
 │   ├── RateLimitError              429 (carries retry_after)
-│   ├── RespiteNotAllowedError      respite refused (206 on grant, or 4xx with issues)
+│   ├── RespiteNotAllowedError      respite refused: 206 on grant, or 400/409 with issues (a 422: see above)
 │   └── ServerError                 5xx (an HTML page from a proxy included)
 ├── ResponseDecodeError         a 2xx answer whose body could not be read
+│   └── AppliedWithoutReceiptError  a write Amili accepted (2xx) whose record could not be read back: APPLIED
 ├── TransportError              the request failed at the network level; for a write: provably never reached Amili
-│   └── TimeoutError                connect / pool timeout (for reads: any timeout, after retries)
+│   └── TimeoutError                connect / pool timeout (for reads: any timeout, after retries); a deadline
+│                                   that ran out before a write was sent, or after it was proven not applied
 └── OutcomeUnknownError         a write whose result was lost (read timeout, disconnect, 5xx) and could not be
-                                reconciled: it may or may not have been applied; carries the action and its reference
+    │                           proven either way: it may or may not have been applied; carries the action
+    │                           and its reference. Never sent again by the SDK.
+    └── ReferenceConflictError      the reference is held by a record that is not this action's, or by several
+                                    records: `records` holds what Amili has, `expected` what this action sent
+```
+
+For a write, the class says what is known (the rule of evidence, `amili_async/_evidence.py`):
+applied (a receipt, or `AppliedWithoutReceiptError`), not applied (`TransportError`, `TimeoutError` and every
+`APIStatusError` — none of these is ever raised for a write Amili may hold), or unknown
+(`OutcomeUnknownError` and its subclass `ReferenceConflictError`).
+
 ```
 
 Every error carries `message`, `status_code` (None when Amili sent no answer), `issues` (Eve's `_issues`
@@ -38,6 +51,7 @@ from typing import Any
 __all__ = [
     "APIStatusError",
     "AmiliError",
+    "AppliedWithoutReceiptError",
     "AuthenticationError",
     "BadRequestError",
     "ClientStateError",
@@ -48,7 +62,9 @@ __all__ = [
     "PermissionDeniedError",
     "PreconditionFailedError",
     "RateLimitError",
+    "ReferenceConflictError",
     "RespiteNotAllowedError",
+    "RespiteValidationError",
     "ResponseDecodeError",
     "ServerError",
     "TimeoutError",
@@ -173,7 +189,18 @@ class RateLimitError(APIStatusError):
 
 
 class RespiteNotAllowedError(APIStatusError):
-    """A respite grant was refused; `issues["respite"]` (or other keys) say why."""
+    """A respite grant was refused; `issues["respite"]` (or other keys) say why.
+
+    Catch this class for every refusal of a grant. A refusal Amili answers with 422 (`days: max value is 30`,
+    `respite: max_per_case_reached`) is a `RespiteValidationError`, which is *also* a `ValidationError`; a 206
+    (Amili's documented "not allowed") or a 400/409 with issues is this class only.
+    """
+
+
+class RespiteValidationError(RespiteNotAllowedError, UnprocessableEntityError):
+    """A respite grant refused with 422: both a `RespiteNotAllowedError` and a `ValidationError`."""
+
+    status_code = 422
 
 
 class ServerError(APIStatusError):
@@ -182,6 +209,18 @@ class ServerError(APIStatusError):
 
 class ResponseDecodeError(AmiliError):
     """Amili answered 2xx but the body was not the JSON we expected."""
+
+
+class AppliedWithoutReceiptError(ResponseDecodeError):
+    """The write WAS applied (Amili answered 2xx), but its record could not be read, nor fetched afterwards.
+
+    Never send the action again. `record_id` is the record's id when the answer showed it (its `_id` or
+    `Location`), else None: find it by the action's reference later (`reference`).
+    """
+
+    def __init__(self, message: str, *, record_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.record_id = record_id
 
 
 class TransportError(AmiliError):
@@ -193,17 +232,39 @@ class TimeoutError(TransportError, builtins.TimeoutError):
 
 
 class OutcomeUnknownError(AmiliError):
-    """A write whose result is unknown: it may or may not have been applied.
+    """A write whose result is unknown: it may or may not have been applied. The SDK did not send it again.
 
-    Raised only when the SDK could not prove either way (no reference to look up, or the lookup itself
-    failed). `action` is the action that was sent and `reference` its business reference (or None): use
-    them to reconcile, e.g. `client.creditor_payments.list(where={"creditor_payment_reference": ref})`.
+    Raised only when the SDK could not prove either way: no reference to look it up by, the lookup itself
+    failed, the server does not honour the lookup's filter, or the call's deadline left no room for the
+    settle window. `action` is the action that was sent and `reference` its business reference (or None):
+    reconcile with them later, e.g. `client.creditor_payments.list(where={"creditor_payment_reference": ref})`.
     """
 
     def __init__(self, message: str, *, action: Any = None, reference: str | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.action = action
         self.reference = reference
+
+
+class ReferenceConflictError(OutcomeUnknownError):
+    """The action's reference is held by a record that is not this action's, or by several records.
+
+    Never a success and never resent: the SDK cannot tell which record (if any) is this action's. `records`
+    are the records Amili holds under the reference (as Amili answered them), `expected` the identifying
+    fields this action sent. Reused references cause it: give every payment its own reference.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        records: tuple[Mapping[str, Any], ...] = (),
+        expected: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(message, **kwargs)
+        self.records = records
+        self.expected = dict(expected or {})
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

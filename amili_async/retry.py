@@ -159,6 +159,10 @@ class RetryPolicy:
     budget_retry_cost: float = 5.0
     budget_timeout_cost: float = 10.0
     budget_refund: float = 1.0
+    # -- settle window (issue 9): how long an empty lookup must wait before it may count as absence ------
+    # 15 s = a commit landing up to 10 s after the client gave up, seen through list reads lagging writes by
+    # up to 5 s. Measured from the moment the ambiguous attempt ended; see docs/errors-and-retries.md.
+    settle_window: float = 15.0
     sleep: Callable[[float], Awaitable[None]] = attrs.field(default=_default_sleep, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -166,6 +170,8 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive (or None for no deadline)")
+        if not self.settle_window >= 0:  # also refuses NaN
+            raise ValueError("settle_window must be zero or more seconds")
 
     @classmethod
     def no_delay(cls, **changes: Any) -> RetryPolicy:

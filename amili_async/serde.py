@@ -134,7 +134,7 @@ def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[
     fields = attrs.fields(attrs.resolve_types(cls))  # type: ignore[type-var, arg-type]
     readers: dict[str, tuple[str, Callable[[Any], Any]]] = {}
     for a in fields:
-        if a.name == "extra":
+        if a.name == "extra" or a.metadata.get("local"):  # not from the wire (a receipt's provenance)
             continue
         readers[a.name] = (a.name, _field_reader(conv, a.type))
         for wire in a.metadata.get("aliases", ()):

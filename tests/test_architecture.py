@@ -17,9 +17,9 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "amili_async"
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("_version", "_wire", "_clock", "errors", "transports", "_progress"),
     1: ("models",),
-    2: ("serde", "bulk", "ratelimit", "_telemetry"),
+    2: ("serde", "bulk", "ratelimit", "_telemetry", "_slots"),
     3: ("auth", "retry", "_lookups"),
-    4: ("_config", "_pipeline", "_evidence"),
+    4: ("_config", "_pipeline", "_evidence", "_reconcile"),
     5: ("resources",),
     6: ("client",),
     7: ("sync", "redis", "doctor", "_doctor_checks"),

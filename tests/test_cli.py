@@ -91,12 +91,13 @@ def test_a_bad_base_url_says_local_http_is_allowed(url: str, tmp_path: Path) -> 
 def test_respite_grant_refused_exits_1() -> None:
     too_long = amili("respite", "grant", "--fake", "--days", "60", "--json")
     assert too_long.returncode == 1
-    assert "RespiteNotAllowedError" in too_long.stderr and "Traceback" not in too_long.stderr
+    # A 422 refusal is a RespiteValidationError: a RespiteNotAllowedError that is also a ValidationError.
+    assert "RespiteValidationError" in too_long.stderr and "Traceback" not in too_long.stderr
     out = as_json(too_long.stdout)
-    assert out["ok"] is False and out["error"]["type"] == "RespiteNotAllowedError"  # type: ignore[index]
+    assert out["ok"] is False and out["error"]["type"] == "RespiteValidationError"  # type: ignore[index]
     assert "days" in out["error"]["issues"]  # type: ignore[index]
     late = amili("respite", "grant", "--fake", "--fake-state", "debt_collection", "--days", "14")
-    assert_clean_error(late, 1, "RespiteNotAllowedError", "respite.debt_collection_started")
+    assert_clean_error(late, 1, "RespiteValidationError", "respite.debt_collection_started")
 
 
 def test_respite_check_grant_case_get_cancel_credit() -> None:

@@ -495,7 +495,7 @@ def to_wire(model: Any) -> bytes:
         value = getattr(model, field.name)
         if field.name == "extra":
             document.update(value)
-        elif value is not None:
+        elif value is not None and not field.metadata.get("local"):  # a receipt's provenance is not on the wire
             document[_WIRE_NAMES.get(field.name, field.name)] = value
     return serde.dumps(document)
 

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from .. import doctor
 from .._version import __version__
 from ..errors import ValidationError
+from ..retry import RetryPolicy
 from . import bulk, demo, single
 from ._binding import Shard
 from ._common import EXIT_USAGE, PROG
@@ -182,13 +183,14 @@ def _bulk(commands: Any) -> None:
         help="send nothing: combine these results files of FILE (e.g. one per shard), report every line "
         "without an outcome, and write one result per line to --out if given",
     )
+    settle = RetryPolicy().settle_window  # the SDK's own settle window
     parser.add_argument(
         "--settle",
         type=_seconds,
-        default=10.0,
+        default=settle,
         metavar="SECONDS",
-        help="after an interruption, how long after the last write of the stopped run lines it had in flight "
-        "may be looked up (default: 10)",
+        help="after an interruption, how long after the last record of the stopped run the lines it had in "
+        f"flight may be looked up (default: {settle:g}, the SDK's settle window)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--base-url", default=None, help="Amili's base URL (default: $AMILI_BASE_URL)")

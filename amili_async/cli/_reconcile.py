@@ -4,10 +4,12 @@ The rule of evidence, as the SDK applies it to a single write: a record found th
 was applied; a lookup that finds nothing counts as absence only once no earlier attempt can still commit (the
 settle window, waited for by the caller before it asks); anything else is `unknown`, never a guess.
 
-- payment, crediting: looked up by reference (`creditor_payment_reference` / `creditor_reference`); a record
-  found must match the line's case, amount and currency. Without a reference there is nothing to look up.
-- cancellation: looked up by creditor and case (a case given by invoice number is found first); a case is
-  cancelled at most once, so a cancellation found means the line's work is done.
+- payment, crediting: looked up by reference (`creditor_payment_reference` / `creditor_reference`) with the
+  SDK's own lookup, which checks every record against the action's identifying fields (`_evidence.Identity`):
+  exactly one record that is this line's proves it; records that differ, or several, leave it unknown. Without
+  a reference there is nothing to look up.
+- cancellation: looked up by creditor and case (a case given by invoice number is found first); a cancellation
+  of the case found means the line's work is done (by this line, or by an earlier one that makes it moot).
 - respite: Amili keeps no respite record, but the case shows it: its due date moves by the days granted, and
   where the case exposes its `history`, a `respite` entry is logged. Before a respite is sent, the case is
   read and its due date and respite entries recorded (`respite_evidence`); afterwards exactly one new entry
@@ -22,11 +24,13 @@ from typing import Any
 
 import attrs
 
-from .. import _wire
+from .. import _wire, serde
+from .._evidence import Identity, Sighting
+from .._reconcile import conflict_error, look
 from ..client import AsyncAmiliClient
 from ..errors import AmiliError
-from ..models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
-from ..models.receipts import CreditingReceipt, PaymentReceipt, RespiteReceipt
+from ..models.actions import RECEIPT_FOR, Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
+from ..models.receipts import CancellationReceipt, RespiteReceipt
 
 
 @attrs.frozen
@@ -70,50 +74,45 @@ async def reconcile(client: AsyncAmiliClient, action: Action, evidence: Mapping[
 
 
 async def _by_reference(client: AsyncAmiliClient, action: CreditorPayment | CreditorCrediting) -> Verdict:
-    where = action.lookup_filter()
-    if where is None:
+    identity = Identity.of(action)
+    if identity is None:
         return Verdict(unknown=f"the {action.kind} has no reference to look it up by")
-    found: list[PaymentReceipt | CreditingReceipt]
-    if isinstance(action, CreditorPayment):
-        found = [r async for r in client.creditor_payments.list(where=where, max_results=2, limit=2)]
-    else:
-        found = [r async for r in client.creditor_creditings.list(where=where, max_results=2, limit=2)]
-    if not found:
+    sighting = await _look(client, identity)
+    if sighting.found is not None:
+        return Verdict(receipt=serde.structure_document(sighting.found, RECEIPT_FOR[type(action)]))
+    if sighting.absent:
         return ABSENT
-    if len(found) > 1:
-        return Verdict(unknown=f"several {action.kind}s carry the reference {action.reference!r}")
-    got = found[0]
-    differs = [
-        name
-        for name, ours, theirs in (
-            ("case", action.case, got.case),
-            ("invoice number", action.invoice_number, got.case_invoice_number),
-            ("amount", action.amount, got.amount),
-            ("currency", action.currency, got.currency),
-        )
-        if ours is not None and theirs is not None and ours != theirs
-    ]
-    if differs:
-        return Verdict(
-            unknown=f"a {action.kind} with the reference {action.reference!r} exists ({got.id}), "
-            f"but its {', '.join(differs)} differ from this line"
-        )
-    return Verdict(receipt=got)
+    if sighting.unfiltered:
+        return Verdict(unknown="Amili answered the lookup with records outside its filter, so it proves nothing")
+    return Verdict(unknown=conflict_error(identity, sighting).message)
 
 
 async def _cancellation(client: AsyncAmiliClient, action: CreditorCancellation) -> Verdict:
-    case = action.case
-    if case is None:
+    if action.case is None:
         where = {"creditor": action.creditor, "debt.invoice_number": action.invoice_number}
         cases = [c async for c in client.cases.list(where=where, max_results=2, limit=2)]
         if not cases:
             return ABSENT  # the invoice number names no case: Amili refuses the cancellation the same way again
         if len(cases) > 1:
             return Verdict(unknown=f"several cases carry the invoice number {action.invoice_number!r}")
-        case = cases[0].id
-    where = {"creditor": action.creditor, "case": case}
-    found = [r async for r in client.creditor_cancellations.list(where=where, max_results=1, limit=1)]
-    return Verdict(receipt=found[0]) if found else ABSENT
+        action = CreditorCancellation(creditor=action.creditor, case=cases[0].id)
+    identity = Identity.of(action)
+    assert identity is not None  # a cancellation of a case can always be looked up
+    sighting = await _look(client, identity)
+    if sighting.matching:  # cancelled: by this line, or by an earlier one that makes it moot
+        return Verdict(receipt=serde.structure_document(sighting.matching[0], CancellationReceipt))
+    if sighting.absent:
+        return ABSENT
+    return Verdict(unknown="Amili answered the lookup with records outside its filter, so it proves nothing")
+
+
+async def _look(client: AsyncAmiliClient, identity: Identity) -> Sighting:
+    """The SDK's own lookup (`_reconcile.look`): every record checked against the action (`Identity.sort`)."""
+
+    async def get(path: str, params: Mapping[str, str] | None) -> Any:
+        return (await client.request("GET", path, params=params)).payload
+
+    return await look(get, identity)
 
 
 async def _respite(client: AsyncAmiliClient, action: RespiteGrant, evidence: Mapping[str, Any]) -> Verdict:

@@ -33,6 +33,7 @@ from ..client import AsyncAmiliClient
 from ..errors import (
     AmiliError,
     APIStatusError,
+    AppliedWithoutReceiptError,
     AuthenticationError,
     OutcomeUnknownError,
     RespiteNotAllowedError,
@@ -43,7 +44,7 @@ from ..models.actions import Action, RespiteGrant
 from ..models.receipts import Receipt
 from . import merge
 from ._binding import Binding, Shard, bind, describe, foreign_message, shard_lines
-from ._common import EXIT_FAILED, EXIT_OK, Seeded, UsageError, open_client, seed_fake, warn
+from ._common import EXIT_FAILED, EXIT_OK, Seeded, UsageError, error_record, open_client, seed_fake, warn
 from ._input import KIND_FIELDS, InputFile, Line, build_action, parse_item
 from ._journal import (
     APPLIED,
@@ -264,6 +265,9 @@ class _Batch:
     async def _send(self, client: AsyncAmiliClient, task: _Task) -> None:
         try:
             receipt = await client.execute(task.action)
+        except AppliedWithoutReceiptError as exc:  # applied for sure; only its record could not be read
+            self._result(task, APPLIED, receipt_unreadable=error_record(exc), record_id=exc.record_id)
+            return
         except AmiliError as exc:
             self._result(task, _state_of(exc), error=exc)
             return

@@ -3,6 +3,12 @@
 Eve's meta fields map to plain names (`_id` -> `id`, `_etag` -> `etag`, ...). `status` is the business outcome
 (`completed`, `warning` or `error`, inside a 201: documented; which situations warn is not); `eve_status` is Eve's
 `_status` (`OK`). Every key the SDK does not know is kept in `extra`.
+
+`provenance` says where a receipt comes from: "answer" (Amili's answer to the write), "fetched" (the answer was
+unreadable; the record was read back by its id) or "found" (the answer was lost, or Amili refused the reference
+as already held; the record was found by reference and checked to be this action's). `recovered` is True for
+the last two: the write happened once, and this is its stored record — which may lack fields only Amili's
+answer carries (`payment_status`, say).
 """
 
 from __future__ import annotations
@@ -42,6 +48,12 @@ class Receipt:
     case_invoice_number: str | None = None
     case_reference_number: str | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    provenance: str = attrs.field(default="answer", metadata={"local": True})
+
+    @property
+    def recovered(self) -> bool:
+        """True when the answer was lost or unreadable and this is the stored record read back afterwards."""
+        return self.provenance != "answer"
 
     @property
     def applied(self) -> bool:

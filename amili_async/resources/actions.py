@@ -10,9 +10,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+import attrs
+
 from .. import serde
-from .._pipeline import Pipeline
-from ..errors import AmiliError
+from .._evidence import Identity, Sighting
+from .._pipeline import ApiResponse, Pipeline
+from .._reconcile import conflict_error, look
+from ..errors import AmiliError, AppliedWithoutReceiptError, OutcomeUnknownError, ResponseDecodeError, ValidationError
 from ..models import _validate
 from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment, ReceiptedAction
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
@@ -32,23 +36,72 @@ class _ActionResource(Generic[A, R]):
         self._pipeline = pipeline
 
     async def execute(self, action: A, *, timeout: Timeout = None) -> R:
-        """Send `action`. An `AmiliError` raised here names the action and its reference."""
+        """Send `action`. An `AmiliError` raised here names the action and its reference.
+
+        With a reference, a lost or unreadable answer is settled by the rule of evidence (`_evidence.py`): the
+        receipt is then the stored record (`receipt.recovered`), or the error says what is known.
+        """
         pipeline = with_timeout(self._pipeline, timeout)
-        lookup = action.lookup_filter()
-        reconcile = None
-        if lookup is not None:
-
-            async def reconcile() -> Any:
-                return await pipeline.find_one(self.path, lookup)
-
         try:
             body = serde.converter().unstructure(action)
-            response = await pipeline.request("POST", self.path, json=body, reconcile=reconcile)
-            return serde.structure_document(response.payload, self.receipt)
+            response = await pipeline.request("POST", self.path, json=body, identity=Identity.of(action))
+            return self._receipt(response)
         except AmiliError as exc:
             exc.action = action
             exc.reference = action.reference
             raise
+
+    def _receipt(self, response: ApiResponse) -> R:
+        try:
+            receipt = serde.structure_document(response.payload, self.receipt)
+        except ResponseDecodeError as exc:  # the write is applied (2xx, or its record found): say so
+            record_id = response.payload.get("_id") if isinstance(response.payload, Mapping) else None
+            raise AppliedWithoutReceiptError(
+                f"the write WAS applied, but its record could not be read: {exc.message}",
+                record_id=record_id if isinstance(record_id, str) else None,
+                status_code=response.status,
+                method="POST",
+                path=self.path,
+            ) from exc
+        if response.provenance != "answer":
+            receipt = attrs.evolve(receipt, provenance=response.provenance)
+        return receipt
+
+    async def find(self, action: A, *, timeout: Timeout = None) -> R | None:
+        """The stored record of `action`, found by its reference and checked field by field: reconcile an
+        `OutcomeUnknownError` with it (`await resource.find(exc.action)`).
+
+        None means Amili holds no record under the reference *now* (a write still in progress may land later:
+        wait past the settle window before sending the action again). Records that hold the reference but
+        are not exactly one record of this action raise `ReferenceConflictError`; an answer that cannot prove
+        absence (a server ignoring the filter) raises `OutcomeUnknownError`; an action without a reference,
+        `ValidationError`.
+        """
+        identity = Identity.of(action)
+        if identity is None:
+            raise ValidationError(f"this {action.kind} has no reference to find it by")
+        pipeline = with_timeout(self._pipeline, timeout)
+
+        async def get(path: str, params: Mapping[str, str] | None) -> Any:
+            return (await pipeline.request("GET", path, params=params)).payload
+
+        try:
+            sighting: Sighting = await pipeline.connection.lookups.run(self.path, lambda: look(get, identity))
+            if sighting.conflict:
+                raise conflict_error(identity, sighting, method="GET", path=self.path)
+            if sighting.unfiltered and sighting.found is None:
+                raise OutcomeUnknownError(
+                    "the lookup by reference answered records outside its filter: not finding it there proves nothing",
+                    method="GET",
+                    path=self.path,
+                )
+        except AmiliError as exc:
+            exc.action = action
+            exc.reference = action.reference
+            raise
+        if sighting.found is None:
+            return None
+        return attrs.evolve(serde.structure_document(sighting.found, self.receipt), provenance="found")
 
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""

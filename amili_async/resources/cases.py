@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import serde
 from .._pipeline import Pipeline
-from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, normalise_issues
+from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, RespiteValidationError, normalise_issues
 from ..models import _validate
 from ..models.actions import RespiteGrant
 from ..models.cases import Case, RespiteCheck
@@ -69,7 +69,8 @@ class Respite:
         return await self.execute(RespiteGrant(case=case_id, days=days), timeout=timeout)
 
     async def execute(self, action: RespiteGrant, *, timeout: Timeout = None) -> RespiteReceipt:
-        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`."""
+        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`; a 422 one is
+        a `RespiteValidationError`, which is also a `ValidationError`."""
         try:
             return await self._grant(action, with_timeout(self._pipeline, timeout))
         except AmiliError as exc:
@@ -84,7 +85,9 @@ class Respite:
             response = await pipeline.request("POST", action.path, json=body, ok=(200, 201, 204), needs_body=False)
         except APIStatusError as exc:
             if exc.status_code in (400, 409, 422) and exc.issues:
-                raise RespiteNotAllowedError(
+                # A 422 refusal is a validation error too (`except ValidationError` catches it); see errors.py.
+                refusal = RespiteValidationError if exc.status_code == 422 else RespiteNotAllowedError
+                raise refusal(
                     exc.message,
                     status_code=exc.status_code,
                     issues=exc.issues,

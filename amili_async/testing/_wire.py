@@ -59,12 +59,13 @@ class Reply:
     body: bytes
 
 
-Action = Literal["respond", "drop", "connect_error", "stall"]
+Action = Literal["respond", "drop", "connect_error", "stall", "hang"]
 
 
 @attrs.define(slots=True)
 class Outcome:
-    """What a frontend must do with a request: answer (maybe late), stall mid-body, drop or refuse it.
+    """What a frontend must do with a request: answer (maybe late), stall mid-body, drop or refuse it, or
+    never answer at all ("hang": the client's read timeout ends the wait).
 
     For "stall", only `reply.body[:stall_at]` is sent after the headers, then nothing more.
     """

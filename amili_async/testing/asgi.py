@@ -2,7 +2,7 @@
 
 Faults: drops and refused connections raise `SimulatedDisconnect` out of the app (an ASGI app cannot
 close a socket itself); latency sleeps before answering; a stalled body sends the headers and part of the
-body, then waits forever.
+body, then waits forever; a request never answered (a late commit) waits forever.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ class AsgiApp:
         outcome = self._fake.handle(wire)
         if outcome.action in ("drop", "connect_error"):
             raise SimulatedDisconnect(f"simulated {outcome.action.replace('_', ' ')}")
+        if outcome.action == "hang":  # never answered: the client gives up
+            await anyio.sleep_forever()
         reply = outcome.reply
         assert reply is not None
         if outcome.delay > 0:

@@ -234,6 +234,8 @@ def _receipts(cls: type) -> st.SearchStrategy[Any]:
     }
     strategies: dict[str, st.SearchStrategy[Any]] = {}
     for a in attrs.fields(cls):
+        if a.metadata.get("local"):  # not a wire field (a receipt's provenance): its default is used
+            continue
         if a.name == "extra":
             strategies[a.name] = st.dictionaries(
                 st.from_regex(r"x_[a-z]{1,8}", fullmatch=True),
@@ -252,6 +254,8 @@ def _wire_form(model: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for a in attrs.fields(type(model)):
         value = getattr(model, a.name)
+        if a.metadata.get("local"):
+            continue
         if a.name == "extra":
             doc.update(value)
             continue
