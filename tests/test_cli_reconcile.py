@@ -50,6 +50,7 @@ class RawAmili:
         self.hold: str | None = None  # "before" / "after" (the commit): the next write never gets its answer
         self.holding = threading.Event()
         self.reads_down = False
+        self.empty_answers = False  # writes answer 201 with an empty body: applied, no record to show
         self.port = 0
         self._ids = 0
 
@@ -60,7 +61,7 @@ class RawAmili:
             length = next((int(h.split(":")[1]) for h in head if h.lower().startswith("content-length")), 0)
             body = json.loads(await reader.readexactly(length)) if length else None
             status, payload = await self.route(method, urlsplit(target), body)
-            data = json.dumps(payload).encode()
+            data = b"" if method == "POST" and self.empty_answers else json.dumps(payload).encode()
             writer.write(
                 f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
                 "Connection: close\r\n\r\n".encode()
@@ -249,6 +250,21 @@ def test_a_cancellation_by_invoice_number_in_flight_is_found(key_file: Path, tmp
         assert said.endswith("exit 0") and "1 had been applied" in said, said
         assert [c["case"] for c in server.stored["creditor--cancellations"]] == [CASES[4]]
         assert server.writes["creditor--cancellations"] == 1
+
+
+def test_a_write_applied_without_a_readable_record_counts_as_applied(key_file: Path, tmp_path: Path) -> None:
+    with raw_amili() as server:
+        server.empty_answers = server.reads_down = True  # 201 with no body, and nothing can be read back
+        source, out = tmp_path / "day.csv", tmp_path / "r.jsonl"
+        source.write_text(CSV_HEADER + payment_row("PAY-4") + "\n")
+        env = env_for(server, key_file)
+        done = amili("bulk", source, "--out", out, "--settle", "0", env=env)
+        assert done.returncode == 0, done.stderr
+        result = final(out)[2]
+        assert result["outcome"] == "applied" and result["receipt_unreadable"]["type"] == "AppliedWithoutReceiptError"
+        again = amili("bulk", source, "--out", out, "--retry-failed", "--settle", "0", env=env)
+        assert again.returncode == 0 and "0 lines processed" in again.stderr
+        assert server.writes["creditor--payments"] == 1
 
 
 def test_when_amili_cannot_be_asked_the_line_is_unknown_until_it_can(key_file: Path, tmp_path: Path) -> None:
