@@ -153,14 +153,15 @@ class Unreadable(Exception):
         return found.group(1).decode() if found else None
 
 
-def judge_failure(exc: httpx.TransportError, *, write: bool, method: str, path: str, attempts: int) -> Exception:
-    """What to raise for a failure below HTTP: a retryable `Failure`, a final error, or (a write) `Ambiguous`."""
+def judge_failure(exc: httpx.TransportError, text: str, *, write: bool, **where: Any) -> Exception:
+    """What to raise for a failure below HTTP: a retryable `Failure`, a final error, or (a write) `Ambiguous`.
+
+    `text` is what the error may say of `exc` (already scrubbed); `exc` itself is never kept in the chain."""
     evidence = of_failure(exc)
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if evidence.then is Next.RECONCILE and write:
         return Ambiguous(f"{text} (after the request was sent)")
     error_class = TimeoutError if isinstance(exc, httpx.TimeoutException) else TransportError
-    error = error_class(text, method=method, path=path, attempts=attempts)
+    error = error_class(text, **where)
     if evidence.then is Next.RAISE:
         return error
     return Failure(error, FailureKind.NOT_SENT if evidence.then is Next.RESEND else FailureKind.AMBIGUOUS)

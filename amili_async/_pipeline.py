@@ -39,16 +39,16 @@ from ._evidence import (
 )
 from ._lookups import LookupSupport
 from ._reconcile import Reconciler
+from ._redact import Redactor, describe_query, named
 from ._wire import is_object_id
 from .auth import Auth, Token, TokenCache, TokenEndpoint
 from .errors import (
     ClientStateError,
     ResponseDecodeError,
     error_for_status,
-    excerpt,
 )
 from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, retry_after_seconds
-from .transports import Exchange, build_default_transport, exchange_for, httpx_exchange
+from .transports import MAX_BODY, Exchange, build_default_transport, exchange_for, httpx_exchange
 
 __all__ = ["ApiResponse", "Call", "Connection", "Pipeline", "Runtime", "Settings"]
 
@@ -149,13 +149,15 @@ class Runtime:
         self.own_transport = connection.transport is None and connection.http_client is None
         self.transport: httpx.AsyncBaseTransport | None = None
         if connection.http_client is not None:
-            self.exchange: Exchange = httpx_exchange(connection.http_client)
+            self.exchange: Exchange = httpx_exchange(connection.http_client, connection.max_response_bytes)
         else:
             self.transport = connection.transport or build_default_transport(
                 loop[0], limits=connection.limits, verify=connection.verify, trust_env=connection.trust_env
             )
-            self.exchange = exchange_for(self.transport)
-        endpoint = TokenEndpoint(self.exchange, settings.base_url, settings.headers, settings.timeout_ext)
+            self.exchange = exchange_for(self.transport, connection.max_response_bytes)
+        endpoint = TokenEndpoint(
+            self.exchange, settings.base_url, settings.headers, settings.timeout_ext, connection.redactor
+        )
         self.tokens = TokenCache(
             connection.auth,
             endpoint,
@@ -184,6 +186,8 @@ class Connection:
     runtime: Runtime | None = None
     closed: bool = False
     lookups: LookupSupport = attrs.field(factory=LookupSupport)  # the lists whose reference lookup Amili refused
+    max_response_bytes: int = MAX_BODY  # every answer is read up to this, whatever its framing
+    redactor: Redactor = attrs.field(factory=Redactor)  # the one redaction point of the client
 
     def bind(self, settings: Settings) -> Runtime:
         if self.closed:
@@ -261,7 +265,7 @@ class Pipeline:
         runtime = self.bind()
         policy = self.settings.retry
         started = time.monotonic()
-        describe = f"{call.method} {call.path}"
+        describe = f"{call.method} {call.path}{describe_query(call.params)}"  # never query values
         state = _State(None if policy.deadline is None else started + policy.deadline)
 
         async def attempt(number: int) -> ApiResponse:
@@ -287,9 +291,7 @@ class Pipeline:
         raise deadline_error(
             f"no answer within the {policy.deadline:g} s deadline",
             state.proof if call.write else None,
-            method=call.method,
-            path=call.path,
-            attempts=state.tried,
+            **named(call, state.tried),
         )
 
     async def _attempt(self, runtime: Runtime, call: Call, number: int, state: _State) -> ApiResponse:
@@ -324,11 +326,14 @@ class Pipeline:
             _log(call, None, number, started, exc)
             if call.write:
                 state.proof = of_failure(exc).proves
-            raise judge_failure(exc, write=call.write, method=call.method, path=call.path, attempts=number) from exc
-        _log(call, status, number, started)
-        if call.write:
-            state.proof = of_answer(status).proves
-        return ApiResponse(status, response_headers, raw)
+            text = self.connection.redactor.transport_error(exc, token.value, call.params)  # `exc` is not kept
+            failure = judge_failure(exc, text, write=call.write, **named(call, number))
+        else:
+            _log(call, status, number, started)
+            if call.write:
+                state.proof = of_answer(status).proves
+            return ApiResponse(status, response_headers, raw)
+        raise failure  # outside the `except`: an httpx exception holds the request and its X-API-Key
 
     def _classify(self, call: Call, response: ApiResponse, number: int, token: Token) -> ApiResponse:
         status = response.status
@@ -339,33 +344,31 @@ class Pipeline:
                 not call.write and not response.raw.strip() and (status == 204 or 206 in call.ok)
             ):
                 return response
-            try:
-                response.payload = serde.loads(response.raw)
-            except ValueError:
-                message = f"answered {status} but the body is not JSON: {excerpt(response.raw)!r}"
+            decoded, response.payload = serde.try_loads_document(response.raw)  # money exact, scale kept
+            if not decoded:
+                redactor = self.connection.redactor
+                shown = redactor.unreadable(response.raw, token.value, call.params)
+                message = f"answered {status} but the body is not JSON: {shown!r}"
                 if call.write:  # a 2xx: applied, whatever the body says
-                    raise Unreadable(message, status, response.headers, response.raw) from None
-                decode_error = ResponseDecodeError(
-                    message, status_code=status, method=call.method, path=call.path, attempts=number
+                    raw = redactor.answer(response.raw, token.value, call.params)
+                    raise Unreadable(message, status, response.headers, raw)
+                raise Failure(
+                    ResponseDecodeError(message, status_code=status, **named(call, number)), FailureKind.AMBIGUOUS
                 )
-                raise Failure(decode_error, FailureKind.AMBIGUOUS) from None
             if call.write and not (isinstance(response.payload, Mapping) and is_object_id(response.payload.get("_id"))):
                 message = f"answered {status} without the record's _id"
                 raise Unreadable(message, status, response.headers, response.raw)
             return response
-        secret = token.value.encode()
-        if len(secret) >= 8 and secret in response.raw:  # an echoed token must not reach our errors
-            response = ApiResponse(status, response.headers, response.raw.replace(secret, b"***"))
+        raw = self.connection.redactor.answer(response.raw, token.value, call.params)  # no echo survives
+        response = ApiResponse(status, response.headers, raw)
         payload = response.json_or_none()
         retry_after = retry_after_seconds(response.headers) if status in (429, 503) else None
         error = error_for_status(
             status,
             payload,
             response.raw,
-            method=call.method,
-            path=call.path,
             retry_after=retry_after,
-            attempts=number,
+            **named(call, number),
         )
         raise judge_refusal(error, retry_after, write=call.write, key=call.identity.key if call.identity else None)
 

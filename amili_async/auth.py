@@ -36,6 +36,7 @@ import attrs
 
 from . import errors, serde
 from ._clock import ServerClock, server_now
+from ._redact import Redactor
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
 
 if TYPE_CHECKING:
@@ -158,6 +159,7 @@ _CURVE_FOR = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 class ApiCodeAuth:
     """`POST /authenticates/api-code` with the API code in the body (static-IP accounts)."""
 
+    login_method = "POST"  # how its errors name the login (issue 11)
     api_code: str = attrs.field(converter=_api_code)
     refreshable: bool = attrs.field(default=True, init=False)
 
@@ -167,7 +169,7 @@ class ApiCodeAuth:
     async def fetch(self, send: TokenSender) -> TokenGrant:
         body = serde.dumps({"api_code": self.api_code})
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        return parse_token_answer(await send("POST", TOKEN_PATH, headers, body))
+        return parse_token_answer(await send(self.login_method, TOKEN_PATH, headers, body), self.login_method)
 
 
 @attrs.define(repr=False)
@@ -197,11 +199,14 @@ _TOKEN_KEYS = ("token", "access_token", "accessToken")
 _EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
 
 
-def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
+def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes], method: str = "GET") -> TokenGrant:
+    """The answer of the login (`method`: GET, or POST for `ApiCodeAuth`) -> a grant, or its error.
+
+    The token endpoint's door has scrubbed an error answer of the JWT and the API code (issue 11)."""
     status, headers, raw = answer
     if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
-        err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
+        err = error_for_status(status, payload, raw, method=method, path=TOKEN_PATH)
         err.message = f"could not obtain an access token: {err.message}"
         raise err
     payload = _json_or_none(raw)
@@ -220,6 +225,7 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
         raise ResponseDecodeError(
             "the token endpoint answered without a token (body not shown)",
             status_code=status,
+            method=method,
             path=TOKEN_PATH,
         )
     check_token_text(token, ResponseDecodeError)
@@ -282,6 +288,7 @@ class TokenEndpoint:
     base_url: str
     headers: tuple[tuple[str, str], ...]
     timeout_ext: Mapping[str, float | None]
+    redactor: Redactor = attrs.field(factory=Redactor)  # issue 11: the client's one redaction point
 
     async def __call__(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
@@ -291,11 +298,17 @@ class TokenEndpoint:
         own = {name.lower() for name in headers}
         sent = [(name, value) for name, value in self.headers if name.lower() not in own]
         sent.extend(headers.items())
+        self.redactor.remember(headers.get("X-API-Key", ""))  # the signed login JWT is a secret from now on
         try:
-            return await self.exchange(method, self.base_url + path, sent, body, self.timeout_ext)
+            status, answer_headers, raw = await self.exchange(
+                method, self.base_url + path, sent, body, self.timeout_ext
+            )
         except httpx.TransportError as exc:
             kind = errors.TimeoutError if isinstance(exc, httpx.TimeoutException) else errors.TransportError
-            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
+            error = kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path)
+        else:  # an error answer may echo the JWT or the API code: scrubbed before anything is built from it
+            return status, answer_headers, raw if 200 <= status < 300 else self.redactor.scrub_answer(raw)
+        raise error  # outside the `except`: not chained to an exception that holds the request
 
 
 @attrs.frozen
@@ -406,7 +419,7 @@ class TokenCache:
             self._record_failure(
                 errors.TimeoutError(
                     f"could not obtain an access token: the token endpoint did not answer within {self._timeout} s",
-                    method="GET",
+                    method=getattr(self._auth, "login_method", "GET"),  # issue 11: POST for ApiCodeAuth
                     path=TOKEN_PATH,
                 )
             )

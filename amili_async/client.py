@@ -14,13 +14,22 @@ import httpx
 from ._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT, SANDBOX_URL, auth_from_env, base_url_from
 from ._config import user_agent as default_user_agent
 from ._pipeline import Connection, Pipeline, Runtime, Settings
+from ._redact import Redactor, secrets_of
 from .auth import Auth
 from .bulk import Outcome, run_many
 from .errors import ConfigurationError
-from .models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
+from .models.actions import (
+    Action,
+    CreditorCancellation,
+    CreditorCrediting,
+    CreditorPayment,
+    RespiteGrant,
+    not_an_action,
+)
 from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt, RespiteReceipt
 from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
 from .retry import RetryPolicy
+from .transports import MAX_BODY
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "SANDBOX_URL", "AsyncAmiliClient"]
 
@@ -58,17 +67,21 @@ class AsyncAmiliClient:
         verify: Any = True,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = MAX_BODY,
         _share: AsyncAmiliClient | None = None,
     ) -> None:
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
         if verify is False:
             raise ConfigurationError("TLS verification cannot be turned off; pass an ssl.SSLContext for a private CA")
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) or max_response_bytes < 1:
+            raise ConfigurationError("max_response_bytes must be a positive int")
         if _share is not None:  # a view: same connection (credentials, transport, runtime), own settings
             connection = _share._pipeline.connection
         else:
+            auth = auth if auth is not None else auth_from_env()
             connection = Connection(
-                auth=auth if auth is not None else auth_from_env(),
+                auth=auth,
                 transport=transport,
                 http_client=http_client,
                 limits=limits,
@@ -76,6 +89,8 @@ class AsyncAmiliClient:
                 trust_env=trust_env,
                 token_timeout=token_timeout,
                 assumed_token_lifetime=assumed_token_lifetime,
+                max_response_bytes=max_response_bytes,
+                redactor=Redactor(secrets_of(auth)),  # issue 11: the client's one redaction point
             )
         self._user_agent = user_agent
         settings = Settings(
@@ -169,8 +184,8 @@ class AsyncAmiliClient:
     async def execute(self, action: Action) -> Receipt | RespiteReceipt:
         """Run one action. Raises an `AmiliError` whose `action` and `reference` say which one failed."""
         run = self._executors.get(type(action))
-        if run is None:
-            raise TypeError(f"not an Amili action: {type(action).__name__}")
+        if run is None:  # issue 11: bad input is a ValidationError, raised before anything is sent
+            raise not_an_action(action)
         result: Receipt | RespiteReceipt = await run(action)
         return result
 

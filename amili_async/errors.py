@@ -38,14 +38,18 @@ applied (a receipt, or `AppliedWithoutReceiptError`), not applied (`TransportErr
 
 Every error carries `message`, `status_code` (None when Amili sent no answer), `issues` (Eve's `_issues`
 normalised to field -> tuple of messages), `method` and `path` (never the query string, never headers),
+`query` (the shape of the query string: parameter names and the keys of `where`, never their values),
 `body` (a short excerpt for non-JSON answers) and `attempts` (how many times the request was sent).
-No error ever holds a token, an API code or a key: requests are never attached to exceptions.
+
+No error ever holds a token, an API code or a key: requests and transport exceptions are never attached to
+(or chained with) our exceptions, and every text that came from the other side of the wire passes through
+the client's `Redactor` (`amili_async._redact`, the one redaction point) before an error or a log line is built.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
@@ -97,6 +101,7 @@ class AmiliError(Exception):
         path: str | None = None,
         body: Any = None,
         attempts: int = 0,
+        query: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -105,15 +110,17 @@ class AmiliError(Exception):
         self.issues: Issues = issues or {}
         self.method = method
         self.path = path
+        self.query = query or None
         self.body = body
         self.attempts = attempts
 
     def __str__(self) -> str:
-        where = f" ({self.method} {self.path})" if self.method and self.path else ""
+        where = f" ({self.method} {self.path}{self.query or ''})" if self.method and self.path else ""
         status = f"{self.status_code} " if self.status_code is not None else ""
-        issues = ""
-        if self.issues:
-            issues = "; " + "; ".join(f"{k}: {', '.join(v)}" for k, v in self.issues.items())
+        # One message per problem: an issue the message already says (a check that failed before sending
+        # puts the same words in both) is not said twice.
+        parts = [f"{k}: {', '.join(v)}" for k, v in self.issues.items()]
+        issues = "".join(f"; {part}" for part in parts if part not in self.message)
         tries = f" after {self.attempts} attempts" if self.attempts > 1 else ""
         return f"{status}{self.message}{issues}{where}{tries}"
 
@@ -287,14 +294,17 @@ def normalise_issues(raw: Any) -> dict[str, tuple[str, ...]]:
     if isinstance(raw, Mapping):
         out: dict[str, tuple[str, ...]] = {}
         for field, value in raw.items():
-            if isinstance(value, (list, tuple)):
-                out[str(field)] = tuple(_issue_text(v) for v in value)
-            else:
-                out[str(field)] = (_issue_text(value),)
+            values = value if isinstance(value, (list, tuple)) else (value,)
+            out[str(field)] = _unique(_issue_text(v) for v in values)
         return out
     if isinstance(raw, (list, tuple)):
-        return {"_": tuple(_issue_text(v) for v in raw)}
+        return {"_": _unique(_issue_text(v) for v in raw)}
     return {"_": (str(raw),)}
+
+
+def _unique(messages: Iterable[str]) -> tuple[str, ...]:
+    """Each message once, in the order given (Eve repeats a message when a rule fails twice)."""
+    return tuple(dict.fromkeys(messages))
 
 
 def _issue_text(value: Any) -> str:
@@ -322,6 +332,7 @@ def error_for_status(
     path: str,
     retry_after: float | None = None,
     attempts: int = 1,
+    query: str | None = None,
 ) -> APIStatusError:
     """Build the exception for an error answer, from Eve's envelope when there is one."""
     issues: dict[str, tuple[str, ...]] = {}
@@ -341,7 +352,7 @@ def error_for_status(
         message = _default_message(status, body)
     cls: type[APIStatusError] = _BY_STATUS.get(status) or (ServerError if status >= 500 else APIStatusError)
     kwargs: dict[str, Any] = dict(
-        status_code=status, issues=issues, method=method, path=path, body=body, attempts=attempts
+        status_code=status, issues=issues, method=method, path=path, body=body, attempts=attempts, query=query
     )
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after, **kwargs)

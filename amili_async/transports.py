@@ -16,13 +16,21 @@ is what respx patches; see "respx" below.
 Why a subclass of httpx-aiohttp's transport: its error map turns every `aiohttp.ClientConnectionError` into
 `httpx.ConnectTimeout`, which would tell the retry policy that a POST cut off *after* it was sent had never left
 the machine. Ours keeps the difference: connector errors and connect timeouts mean "not sent"; a disconnect, a
-reset or a read timeout after sending means "maybe applied".
+reset or a read timeout after sending means "maybe applied". The httpx error it raises carries the aiohttp
+error's class name and a message without URL query strings, and is not chained to it: an aiohttp
+`ClientResponseError` holds `request_info.headers`, that is the `X-API-Key` (only a TLS certificate failure
+stays attached, for the retry policy, and it holds no request).
+
+Every answer is read with a cap (`max_response_bytes` of the client, 16 MiB by default), whatever its framing:
+`Content-Length`, chunked or close-delimited, compressed or not. The read stops at the cap and raises
+`httpx.ReadError`, so a hostile or broken server cannot make the SDK hold more than that in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import re
 import ssl
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -40,6 +48,7 @@ __all__ = [
 ]
 
 MAX_BODY = 16 * 1024 * 1024
+_URL_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 
 
 def build_default_transport(
@@ -53,10 +62,38 @@ def build_default_transport(
     return httpx.AsyncHTTPTransport(limits=limits, verify=verify, trust_env=trust_env)
 
 
+def _too_large(max_body: int) -> httpx.ReadError:
+    return httpx.ReadError(f"the answer is larger than the {max_body}-byte cap (max_response_bytes)")
+
+
+def _safe_message(exc: BaseException) -> str:
+    """The class name and a message without URL queries: never `request_info`, headers or a URL's values."""
+    import aiohttp
+
+    if isinstance(exc, aiohttp.ClientResponseError):  # its str() holds the URL with its query string
+        text = f"{exc.status}, {exc.message}" if exc.status else str(exc.message)
+    elif isinstance(exc, aiohttp.InvalidURL):
+        text = "invalid URL"
+    else:
+        text = str(exc)
+    text = _URL_QUERY.sub("?…", text)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _certificate_error(exc: BaseException) -> BaseException | None:
+    """The TLS certificate failure behind `exc`, if any: the retry policy must see it to never retry."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause
+        cause = getattr(cause, "certificate_error", None) or cause.__cause__ or cause.__context__
+    return None
+
+
 def _map_aiohttp_error(exc: BaseException) -> httpx.TransportError:
     import aiohttp
 
-    message = str(exc) or type(exc).__name__
+    message = _safe_message(exc)
     # Order matters: the aiohttp classes nest (ClientConnectorError is a ClientOSError, ...).
     if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake: nothing was sent
         return httpx.ConnectError(message)
@@ -93,6 +130,7 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
             headers: Sequence[tuple[str, str]],
             body: bytes | None,
             timeout: Mapping[str, float | None],
+            max_body: int = MAX_BODY,
         ) -> tuple[int, Mapping[str, str], bytes]:
             # respx (begin): one dict lookup while respx is not even imported, i.e. outside tests.
             if _RESPX_MOCKS in sys.modules and respx_active():
@@ -113,13 +151,14 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
                     method, url, headers=headers, data=body, allow_redirects=False, timeout=client_timeout
                 ) as response:
                     length = response.content_length
-                    if length is not None and length > MAX_BODY:
-                        raise httpx.ReadError(f"response body too large ({length} bytes)")
-                    return response.status, response.headers, await response.read()
+                    if length is not None and length <= max_body and "Content-Encoding" not in response.headers:
+                        return response.status, response.headers, await response.read()  # stops at the length
+                    return response.status, response.headers, await _read_capped(response, max_body)
             except httpx.TransportError:
                 raise
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-                raise _map_aiohttp_error(exc) from exc
+                error = _map_aiohttp_error(exc)
+                error.__cause__ = _certificate_error(exc)
             except asyncio.CancelledError:
                 # Closing the session cancels the requests still waiting for a pooled or new connection: a
                 # CancelledError in a task nobody cancelled. Those never left; don't leak the cancellation.
@@ -127,6 +166,7 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
                 if task is None or not hasattr(task, "cancelling") or task.cancelling():  # cancelling: 3.11+
                     raise
                 raise httpx.ConnectError("the transport was closed before the request was sent") from None
+            raise error  # outside the `except`: the aiohttp error (and the request it holds) is not kept
 
         # respx (begin) ----------------------------------------------------------------------------------
         _httpx_transport: httpx.AsyncHTTPTransport | None = None
@@ -173,6 +213,21 @@ def _transport_class() -> type[httpx.AsyncBaseTransport]:
     return _Transport
 
 
+async def _read_capped(response: Any, max_body: int) -> bytes:
+    """The whole body of an aiohttp response, or `httpx.ReadError` as soon as it passes `max_body` bytes."""
+    length = response.content_length
+    if length is not None and length > max_body:
+        raise _too_large(max_body)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():  # chunked, close-delimited or decompressed: count it
+        size += len(chunk)
+        if size > max_body:
+            raise _too_large(max_body)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def AmiliAiohttpTransport(**kwargs: Any) -> httpx.AsyncBaseTransport:
     """httpx-aiohttp's transport with a "sent or not sent" error map and eager, size-capped body reads."""
     return _transport_class()(**kwargs)
@@ -185,17 +240,18 @@ Exchange = Callable[
 ]
 
 
-def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
-    """The cheapest way to do one request on `transport`.
+def exchange_for(transport: httpx.AsyncBaseTransport, max_body: int = MAX_BODY) -> Exchange:
+    """The cheapest way to do one request on `transport`, reading at most `max_body` bytes of an answer.
 
     Our aiohttp transport is called directly: building `httpx.Request`/`httpx.Response` objects costs more
     CPU than all of the SDK's own work (see `benchmarks/README.md`). Any other transport gets real httpx
     objects through its public `handle_async_request`.
     """
     if isinstance(transport, _transport_class()):
-        return transport.exchange  # type: ignore[attr-defined, no-any-return]
+        own = transport.exchange  # type: ignore[attr-defined]
+        return own if max_body == MAX_BODY else functools.partial(own, max_body=max_body)
     # respx (begin)
-    direct = _httpx_objects_exchange(httpx.Request, transport.handle_async_request)
+    direct = _httpx_objects_exchange(httpx.Request, transport.handle_async_request, max_body)
     under_respx: list[Exchange] = []  # built on first use under respx
 
     async def exchange(
@@ -207,7 +263,7 @@ def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
     ) -> tuple[int, Mapping[str, str], bytes]:
         if _RESPX_MOCKS in sys.modules and respx_active():
             if not under_respx:
-                under_respx.append(_client_exchange(transport))
+                under_respx.append(_client_exchange(transport, max_body))
             return await under_respx[0](method, url, headers, body, timeout)
         return await direct(method, url, headers, body, timeout)
 
@@ -215,17 +271,19 @@ def exchange_for(transport: httpx.AsyncBaseTransport) -> Exchange:
     # respx (end)
 
 
-def httpx_exchange(client: httpx.AsyncClient) -> Exchange:
+def httpx_exchange(client: httpx.AsyncClient, max_body: int = MAX_BODY) -> Exchange:
     """Requests through a caller's own `httpx.AsyncClient` (its transport, proxies, event hooks)."""
 
     async def send(request: httpx.Request) -> httpx.Response:
-        return await client.send(request, follow_redirects=False)
+        return await client.send(request, follow_redirects=False, stream=True)
 
-    return _httpx_objects_exchange(client.build_request, send)
+    return _httpx_objects_exchange(client.build_request, send, max_body)
 
 
 def _httpx_objects_exchange(
-    build: Callable[..., httpx.Request], send: Callable[[httpx.Request], Awaitable[httpx.Response]]
+    build: Callable[..., httpx.Request],
+    send: Callable[[httpx.Request], Awaitable[httpx.Response]],
+    max_body: int,
 ) -> Exchange:
     async def exchange(
         method: str,
@@ -236,10 +294,19 @@ def _httpx_objects_exchange(
     ) -> tuple[int, Mapping[str, str], bytes]:
         response = await send(build(method, url, headers=headers, content=body, extensions={"timeout": timeout}))
         try:
-            raw = await response.aread()
+            length = response.headers.get("content-length", "")
+            if length.isdigit() and int(length) > max_body:
+                raise _too_large(max_body)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():  # decoded, in whatever framing: counted as it comes
+                size += len(chunk)
+                if size > max_body:
+                    raise _too_large(max_body)
+                chunks.append(chunk)
         finally:
             await response.aclose()
-        return response.status_code, response.headers, raw
+        return response.status_code, response.headers, b"".join(chunks)
 
     return exchange
 
@@ -272,7 +339,7 @@ def respx_active() -> bool:
     return any(getattr(mocker, "routers", True) for mocker in registry.values())
 
 
-def _client_exchange(transport: httpx.AsyncBaseTransport) -> Exchange:
+def _client_exchange(transport: httpx.AsyncBaseTransport, max_body: int = MAX_BODY) -> Exchange:
     """Requests built as the SDK builds them, sent by an `httpx.AsyncClient` over `transport`.
 
     The client is only a router (no environment proxies, no default headers, no redirects); closing the
@@ -281,9 +348,9 @@ def _client_exchange(transport: httpx.AsyncBaseTransport) -> Exchange:
     client = httpx.AsyncClient(transport=transport, trust_env=False)
 
     async def send(request: httpx.Request) -> httpx.Response:
-        return await client.send(request, follow_redirects=False)
+        return await client.send(request, follow_redirects=False, stream=True)
 
-    return _httpx_objects_exchange(httpx.Request, send)
+    return _httpx_objects_exchange(httpx.Request, send, max_body)
 
 
 # -- respx (end) ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "amili_async"
 
 # floor -> module name prefixes (the longest matching prefix wins)
 FLOORS: dict[int, tuple[str, ...]] = {
-    0: ("_version", "_wire", "_clock", "errors", "transports", "_progress"),
+    0: ("_version", "_wire", "_clock", "errors", "_redact", "transports", "_progress"),
     1: ("models",),
     2: ("serde", "bulk", "ratelimit", "_telemetry", "_slots"),
     3: ("auth", "retry", "_lookups"),

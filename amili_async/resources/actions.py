@@ -20,7 +20,7 @@ from ..errors import AmiliError, AppliedWithoutReceiptError, OutcomeUnknownError
 from ..models import _validate
 from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment, ReceiptedAction
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
-from ._base import AsyncPager, Timeout, with_timeout
+from ._base import MAX_PAGES, AsyncPager, Timeout, with_timeout
 
 __all__ = ["CreditorCancellations", "CreditorCreditings", "CreditorPayments"]
 
@@ -116,9 +116,12 @@ class _ActionResource(Generic[A, R]):
         sort: str | None = None,
         max_results: int = 25,
         limit: int | None = None,
+        max_pages: int | None = MAX_PAGES,
         timeout: Timeout = None,
     ) -> AsyncPager[R]:
-        """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate."""
+        """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate.
+
+        The pager always ends: see `AsyncPager` (`max_pages` bounds it whatever the server claims)."""
         return AsyncPager(
             with_timeout(self._pipeline, timeout),
             self.path,
@@ -127,6 +130,7 @@ class _ActionResource(Generic[A, R]):
             sort=sort,
             max_results=max_results,
             limit=limit,
+            max_pages=max_pages,
         )
 
 

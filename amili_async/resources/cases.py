@@ -12,7 +12,7 @@ from ..models import _validate
 from ..models.actions import RespiteGrant
 from ..models.cases import Case, RespiteCheck
 from ..models.receipts import RespiteReceipt
-from ._base import AsyncPager, Timeout, with_timeout
+from ._base import MAX_PAGES, AsyncPager, Timeout, with_timeout
 
 __all__ = ["Cases", "Respite"]
 
@@ -35,6 +35,7 @@ class Cases:
         sort: str | None = None,
         max_results: int = 25,
         limit: int | None = None,
+        max_pages: int | None = MAX_PAGES,
         timeout: Timeout = None,
     ) -> AsyncPager[Case]:
         return AsyncPager(
@@ -45,6 +46,7 @@ class Cases:
             sort=sort,
             max_results=max_results,
             limit=limit,
+            max_pages=max_pages,
         )
 
 

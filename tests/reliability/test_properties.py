@@ -157,8 +157,10 @@ seconds = st.datetimes(
 ).map(lambda d: d.replace(microsecond=0))
 zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=2)), timezone(timedelta(hours=-5, minutes=-30))])
 aware = st.builds(lambda d, tz: d.astimezone(tz), seconds, zones)
-printable = st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_characters="\x7f")
-texts = st.text(alphabet=printable, min_size=1, max_size=40).filter(str.strip)
+# Visible text only: since issue 11, C1 controls (U+0080-U+009F), format characters and surrounding whitespace
+# are refused in identifiers before sending (tests/reliability/test_odd_input.py).
+printable = st.characters(min_codepoint=0x20, max_codepoint=0x2FF, exclude_categories=("Cc", "Cf"))
+texts = st.text(alphabet=printable, min_size=1, max_size=40).filter(lambda s: s == s.strip() != "")
 maybe = st.none().__or__
 
 actions = st.one_of(
