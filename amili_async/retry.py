@@ -28,7 +28,6 @@ shared `TokenStore` with `retry_if_result` / `wait_exponential` / `stop_after_de
 from __future__ import annotations
 
 import enum
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,7 +36,8 @@ from typing import Any, Protocol, TypeVar
 import attrs
 import httpx
 
-from . import serde
+from . import _telemetry, serde
+from ._telemetry import log as logger  # adds the running call's structured fields to every record
 
 __all__ = [
     "Attempts",
@@ -49,7 +49,6 @@ __all__ = [
     "retry_after_seconds",
 ]
 
-logger = logging.getLogger("amili_async")
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
@@ -86,6 +85,12 @@ def classify_exception(exc: BaseException) -> FailureKind:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)):
         return FailureKind.FATAL
     return FailureKind.AMBIGUOUS
+
+
+def _summary(exc: BaseException | None) -> str:
+    error = exc.error if isinstance(exc, Failure) else exc
+    status = getattr(error, "status_code", None)
+    return f"{type(error).__name__}{f' {status}' if status is not None else ''}"
 
 
 class Failure(Exception):
@@ -181,6 +186,10 @@ class RetryPolicy:
     budget_retry_cost: float = 5.0
     budget_timeout_cost: float = 10.0
     budget_refund: float = 1.0
+    # -- settle window (issue 9): how long an empty lookup must wait before it may count as absence ------
+    # 15 s = a commit landing up to 10 s after the client gave up, seen through list reads lagging writes by
+    # up to 5 s. Measured from the moment the ambiguous attempt ended; see docs/errors-and-retries.md.
+    settle_window: float = 15.0
     sleep: Callable[[float], Awaitable[None]] = attrs.field(default=_default_sleep, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -188,6 +197,8 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive (or None for no deadline)")
+        if not self.settle_window >= 0:  # also refuses NaN
+            raise ValueError("settle_window must be zero or more seconds")
 
     @classmethod
     def no_delay(cls, **changes: Any) -> RetryPolicy:
@@ -250,7 +261,14 @@ class RetryPolicy:
                         logger.info("retry budget spent, not retrying %s", call.describe)
                         raise _given_up(failure, sent) from failure.error.__cause__
                     spent += cost
-                logger.info("retrying %s: attempt %d failed (%s), next in %.2f s", call.describe, sent, failure, wait)
+                _telemetry.waited(failure.kind.name.lower(), wait)  # telemetry: one call per wait
+                logger.info(
+                    "retrying %s: attempt %d failed (%s), next in %.2f s",
+                    call.describe,
+                    sent,
+                    _summary(failure),  # the error's class and status: its message may quote ids
+                    wait,
+                )
                 await call.pause(wait)
             else:
                 budget.deposit(spent or None)

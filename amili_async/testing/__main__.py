@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .fake import FakeAmili
+from .faults import Fault
 from .server import start_server
 
 
@@ -30,13 +31,40 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--cases", type=int, default=100, help="cases to seed for the creditor")
     serve.add_argument("--token-lifetime", type=float, default=3600.0, help="seconds")
+    serve.add_argument(
+        "--latency", type=float, default=0.0, help="seconds every write waits for its answer (after it commits)"
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=_rate_limit,
+        metavar="LIMIT[/SECONDS]",
+        help="an Eve-style limiter: X-RateLimit-* headers on every answer, 429 over LIMIT requests per window",
+    )
     return parser
 
 
+def _rate_limit(text: str) -> tuple[int, float]:
+    limit, _, period = text.partition("/")
+    try:
+        parsed = int(limit), float(period or "1")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LIMIT or LIMIT/SECONDS, got {text!r}") from None
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive LIMIT and SECONDS, got {text!r}")
+    return parsed
+
+
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeAmili(seed=args.seed, token_lifetime=args.token_lifetime, record_requests=False)
+    fake = FakeAmili(
+        seed=args.seed, token_lifetime=args.token_lifetime, record_requests=False, rate_limit=args.rate_limit
+    )
     creditor = fake.add_creditor(name="Benchmark Creditor AB")
-    cases = [fake.add_case(creditor.id, capital=Decimal("10000.00")) for _ in range(args.cases)]
+    # Case i has invoice number INV-i, as in `amili ... --fake` (where it is case @i).
+    cases = [
+        fake.add_case(creditor.id, capital=Decimal("10000.00"), invoice_number=f"INV-{i}") for i in range(args.cases)
+    ]
+    if args.latency > 0:
+        fake.inject(Fault("latency", method="POST", seconds=args.latency))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
