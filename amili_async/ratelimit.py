@@ -149,7 +149,7 @@ class AdaptiveRateLimiter:
         *,
         beta: float = 0.7,
         keep: float = 0.9,
-        recovery: float = 2.0,
+        recovery: float = 1.0,
         min_rate: float = 0.5,
         max_rate: float | None = None,
         window_guard: float = 0.05,
