@@ -13,10 +13,8 @@ What a waiting call may expect from it:
 - **A refusal is final and shared.** 401/403/422 from the token endpoint, or two freshly issued tokens refused
   in a row (neither ever accepted by Amili), fail every waiting and every new call at once with the same
   `AuthenticationError` until `refusal_cooldown` has passed: one login per cool-down, however many calls.
-- **Many processes** can share one login through a `TokenStore` (see `amili_async.auth.TokenStore`): load
-  first, else take the store's lock and log in, else poll the store briefly for the token another process is
-  fetching. Any failure of the store is logged once and the cache works on locally: a payment never waits on
-  the store. A valid cached token never touches the store.
+- **Many processes** can share one login through a `TokenStore` (`_token_store.py`); a valid cached token
+  never touches the store, and a failing store never holds a payment up.
 """
 
 from __future__ import annotations
@@ -26,19 +24,18 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from typing import Protocol
 
 import attrs
 
 from . import errors
+from ._token_store import SharedLogin, TokenStore
 from ._wire import TOKEN_PATH
 from .errors import AmiliError, AuthenticationError, TransportError
 
 __all__ = ["Auth", "Token", "TokenCache", "TokenGrant", "TokenSender", "TokenStore"]
 
 logger = logging.getLogger("amili_async")
-T = TypeVar("T")
-_FAILED: Any = object()  # a store call that raised or timed out
 
 
 # (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
@@ -60,26 +57,6 @@ class Auth(Protocol):
     refreshable: bool
 
     async def fetch(self, send: TokenSender) -> TokenGrant: ...
-
-
-class TokenStore(Protocol):
-    """Optional shared backing of a `TokenCache` (a Redis, say): one login for many processes."""
-
-    async def load(self) -> tuple[str, float] | None:
-        """The stored token and the seconds it still lives, or None."""
-        ...
-
-    async def save(self, token: str, lifetime: float) -> None: ...
-
-    async def try_lock(self, ttl: float) -> str | None:
-        """A lock id when this process may log in now (held for at most `ttl` seconds), else None."""
-        ...
-
-    async def unlock(self, lock_id: str) -> None: ...
-
-    async def discard(self, token: str) -> None:
-        """Drop the stored token, but only if it is still `token` (Amili refused it)."""
-        ...
 
 
 @attrs.frozen
@@ -135,18 +112,26 @@ class TokenCache:
         self._backoff = failure_backoff
         self._backoff_cap = failure_backoff_cap
         self._cooldown = refusal_cooldown
-        self._store = store
-        self._store_timeout = store_timeout
-        self._store_wait = store_wait
-        self._store_warned = False
         self._sleep = sleep or anyio.sleep
+        self._shared = (
+            None
+            if store is None or not auth.refreshable
+            else SharedLogin(
+                store,
+                timeout=store_timeout,
+                wait=store_wait,
+                lock_ttl=timeout + store_wait,
+                assumed_lifetime=assumed_lifetime,
+                clock=clock,
+                sleep=self._sleep,
+            )
+        )
         self._lock = anyio.Lock()
         self._token: Token | None = None
         self._generation = 0
         self._accepted = 0  # the newest generation Amili accepted
         self._unaccepted_refusals = 0  # tokens refused in a row that Amili never accepted
         self._refused_generation = 0
-        self._refused_value: str | None = None  # never adopt this one again from the store
         self._attempts = 0  # logins finished, successful or not
         self._failures = 0  # logins failed in a row because the endpoint was down
         self._last_error: AmiliError | None = None
@@ -210,9 +195,8 @@ class TokenCache:
             return True  # another call already reported this token: the renewal is under way
         self._refused_generation = token.generation
         self._expire(token.generation)
-        self._refused_value = token.value
-        if self._store is not None:
-            await self._store_call(self._store.discard(token.value))
+        if self._shared is not None:
+            await self._shared.discard(token.value)
         if token.generation <= self._accepted:
             return True  # a token that worked was revoked: renew once
         self._unaccepted_refusals += 1
@@ -365,68 +349,15 @@ class TokenCache:
         self._blocked_until = self._clock() + self._cooldown
         logger.warning("could not log in to Amili (%s); calls fail at once for %.0f s", error, self._cooldown)
 
-    # -- the shared store ----------------------------------------------------------------------------------
-
     async def _obtain(self) -> TokenGrant:
-        store = self._store
-        if store is None or not self._auth.refreshable:
+        """A login of our own, or through the shared store when there is one."""
+        shared = self._shared
+        if shared is None:
             return await self._login()
-        found: Any = await self._store_call(store.load())
-        if self._usable(found):
-            return TokenGrant(found[0], found[1])
-        lock_id = await self._store_call(store.try_lock(self._timeout + self._store_wait))
-        if lock_id is None:  # another process is logging in: its token should appear in the store shortly
-            found = await self._poll_store(store)
-            if self._usable(found):
-                return TokenGrant(found[0], found[1])
-        try:
+
+        async def login() -> tuple[str, float | None]:
             grant = await self._login()
-            lifetime = grant.lifetime if grant.lifetime is not None else self._assumed_lifetime
-            await self._store_call(store.save(grant.value, lifetime))
-            return grant
-        finally:
-            if lock_id is not None and lock_id is not _FAILED:
-                await self._store_call(store.unlock(lock_id))
+            return grant.value, grant.lifetime
 
-    def _usable(self, found: Any) -> bool:
-        if found is None or found is _FAILED:
-            return False
-        try:
-            value, lifetime = found
-            current = self._token.value if self._token is not None else None
-            # Only a token other than ours (ours is due for renewal) that lives on for a while.
-            usable = isinstance(value, str) and value not in (self._refused_value, current) and float(lifetime) > 10.0
-        except (TypeError, ValueError):
-            usable = False
-        return usable
-
-    async def _poll_store(self, store: TokenStore) -> Any:
-        """Load until a usable token appears, the store fails, or `store_wait` (on our clock) has passed."""
-        from tenacity import AsyncRetrying, retry_if_result, wait_exponential
-
-        give_up_at = self._clock() + self._store_wait
-        polling = AsyncRetrying(
-            retry=retry_if_result(lambda found: found is not _FAILED and not self._usable(found)),
-            wait=wait_exponential(multiplier=0.05, max=0.5),
-            stop=lambda _: self._clock() >= give_up_at,
-            retry_error_callback=lambda _: None,  # nobody saved one in time: we log in ourselves
-            sleep=self._sleep,
-        )
-
-        async def load() -> Any:  # a coroutine function: tenacity awaits only those
-            return await self._store_call(store.load())
-
-        return await polling(load)
-
-    async def _store_call(self, call: Awaitable[T]) -> T | Any:
-        """`await call`, or `_FAILED` (logged once) when the store raises or is slow: payments never wait on it."""
-        import anyio
-
-        try:
-            with anyio.fail_after(self._store_timeout):
-                return await call
-        except Exception as exc:  # any failure of somebody else's store: fall back to the local cache
-            level = logging.DEBUG if self._store_warned else logging.WARNING
-            self._store_warned = True
-            logger.log(level, "token store failed (%s); using the process-local token cache", type(exc).__name__)
-            return _FAILED
+        value, lifetime = await shared.obtain(login, self._token.value if self._token is not None else None)
+        return TokenGrant(value, lifetime)

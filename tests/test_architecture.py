@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "amili_async"
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("_version", "_wire", "_clock", "errors", "_redact", "transports", "_progress"),
     1: ("models",),
-    2: ("serde", "bulk", "ratelimit", "_telemetry", "_otel", "_slots", "_flow", "_tokens"),
+    2: ("serde", "bulk", "ratelimit", "_telemetry", "_otel", "_slots", "_flow", "_tokens", "_token_store"),
     3: ("auth", "retry", "_lookups"),
     4: ("_config", "_pipeline", "_evidence", "_reconcile"),
     5: ("resources",),
