@@ -65,7 +65,8 @@ class FakeAmili:
     ``seed`` makes ids, tokens and probabilistic faults repeatable; ``clock`` (epoch seconds) drives
     ``_created``/``_updated``, token expiry and JWT checks. ``record_requests=False`` and
     ``keep_documents=False`` (action documents and case history entries are not stored; balances still move)
-    keep memory flat in long benchmark runs.
+    keep memory flat in long benchmark runs. ``single_active_token=True`` keeps one token active per account:
+    a new login revokes the older tokens (so processes that log in on their own knock each other out).
     """
 
     BASE_URL: ClassVar[str] = "https://fake.amili.test"
@@ -78,9 +79,10 @@ class FakeAmili:
         *,
         record_requests: bool = True,
         keep_documents: bool = True,
+        single_active_token: bool = False,
     ) -> None:
         self.seed = seed
-        self._store = Store(seed, clock or time.time, token_lifetime, keep_documents)
+        self._store = Store(seed, clock or time.time, token_lifetime, keep_documents, single_active_token)
         self._api = Api(self._store)
         self._faults = FaultBook(random.Random(seed))
         self._record = record_requests
@@ -197,6 +199,7 @@ class FakeAmili:
     def revoke_tokens(self) -> None:
         """Every token issued so far answers 401 from now on."""
         self._store.tokens.clear()
+        self._store.active_token.clear()
 
     # -- inspection ---------------------------------------------------------------------------------
 
