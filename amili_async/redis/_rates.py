@@ -80,7 +80,8 @@ redis.call('PEXPIRE', KEYS[1], 3600000)
 return 1
 """
 
-# KEYS: hold, state. ARGV: hold ms (0: none), cut (1/0), factor, growth, floor. Holds only ever lengthen.
+# KEYS: hold, state. ARGV: hold ms (0: none), cut (1/0), factor, growth, floor, configured rate.
+# Holds only ever lengthen; one cut per second for all processes together.
 _THROTTLED = """
 if tonumber(ARGV[1]) > 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
@@ -88,21 +89,22 @@ end
 if ARGV[2] ~= '1' then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local s = redis.call('HMGET', KEYS[2], 'rate', 'ceiling', 'changed', 'learned', 'prev')
-local changed = tonumber(s[3]) or 0
-if now - changed < 1000000 then return 0 end
+local s = redis.call('HMGET', KEYS[2], 'rate', 'ceiling', 'changed', 'learned', 'prev', 'cut')
+if now - (tonumber(s[6]) or 0) < 1000000 then return 0 end
+local changed = tonumber(s[3]) or now
 local rate = tonumber(s[1])
 if rate then
   local ceiling = tonumber(s[2]) or rate
   rate = rate + ceiling * tonumber(ARGV[4]) * (now - changed) / 1000000
   if s[4] == '1' and rate > ceiling then rate = ceiling end
-else
-  rate = tonumber(s[5]) or 0
+else  -- nothing learnt yet: cut what was configured, else what all processes sent in the last second
+  rate = tonumber(ARGV[6])
+  if rate <= 0 then rate = tonumber(s[5]) or 0 end
   redis.call('HSET', KEYS[2], 'ceiling', rate)
 end
 if rate <= 0 then return 0 end
 rate = math.max(tonumber(ARGV[5]), rate * tonumber(ARGV[3]))
-redis.call('HSET', KEYS[2], 'rate', rate, 'changed', string.format('%.0f', now))
+redis.call('HSET', KEYS[2], 'rate', rate, 'changed', string.format('%.0f', now), 'cut', string.format('%.0f', now))
 redis.call('PEXPIRE', KEYS[2], 3600000)
 return 1
 """
@@ -232,7 +234,7 @@ class RedisRateLimiter:
         hold_ms = int(min(hold or 0.0, self._max_hold) * 1000)
         cut = 1 if status == 429 else 0
         with contextlib.suppress(RedisDown):  # it is local now
-            await self._link.script(_THROTTLED, self._keys[1:], [hold_ms, cut, 0.7, self._growth, 0.5])
+            await self._link.script(_THROTTLED, self._keys[1:], [hold_ms, cut, 0.7, self._growth, 0.5, self._rate])
 
     def _reset_in(self, value: str | None) -> float | None:
         """Seconds until `X-RateLimit-Reset`; on the way, measure the server's window length."""
