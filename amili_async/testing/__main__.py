@@ -1,6 +1,7 @@
 """``python -m amili_async.testing serve``: the fake on a loopback port, seeded, for demos and benchmarks.
 
-It prints one JSON line (base URL, credentials, case ids), then serves until SIGTERM or SIGINT.
+It prints one JSON line (base URL, credentials, case ids), then serves until SIGTERM or SIGINT; with
+``--stats`` it prints a second line on the way out (token requests, answers by status, payments stored).
 uvloop is used when it is installed.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from decimal import Decimal
 from typing import Any
@@ -30,11 +32,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument("--cases", type=int, default=100, help="cases to seed for the creditor")
     serve.add_argument("--token-lifetime", type=float, default=3600.0, help="seconds")
+    serve.add_argument(
+        "--single-active-token", action="store_true", help="a new login revokes the account's older tokens"
+    )
+    serve.add_argument(
+        "--stats", action="store_true", help="on shutdown, print a second JSON line: token requests, statuses, ..."
+    )
     return parser
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    fake = FakeAmili(seed=args.seed, token_lifetime=args.token_lifetime, record_requests=False)
+    fake = FakeAmili(
+        seed=args.seed,
+        token_lifetime=args.token_lifetime,
+        record_requests=False,
+        single_active_token=args.single_active_token,
+    )
     creditor = fake.add_creditor(name="Benchmark Creditor AB")
     cases = [fake.add_case(creditor.id, capital=Decimal("10000.00")) for _ in range(args.cases)]
     stop = asyncio.Event()
@@ -55,6 +68,23 @@ async def _serve(args: argparse.Namespace) -> None:
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
         await stop.wait()
+    if args.stats:
+        sys.stdout.write(orjson.dumps(_stats(fake)).decode() + "\n")
+        sys.stdout.flush()
+
+
+def _stats(fake: FakeAmili) -> dict[str, Any]:
+    """What the server saw: logins, answers by status, payments stored and references stored twice."""
+    references = Counter(p.get("creditor_payment_reference") for p in fake.payments)
+    references.pop(None, None)
+    return {
+        "token_requests": fake.token_requests,
+        "tokens_issued": fake.tokens_issued,
+        "statuses": {str(status): n for status, n in sorted(fake.statuses.items())},
+        "payments": len(fake.payments),
+        "references": len(references),
+        "duplicate_references": sum(1 for n in references.values() if n > 1),
+    }
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -88,6 +89,7 @@ class FakeAmili:
         self._record = record_requests
         self._requests: list[RecordedRequest] = []
         self._asgi: AsgiApp | None = None
+        self.statuses: Counter[int] = Counter()  # answers sent, by status (kept even without recording)
 
     # -- seeding ------------------------------------------------------------------------------------
 
@@ -256,6 +258,8 @@ class FakeAmili:
             self._requests.append(record)
         fault = self._faults.pick(req.method, req.path)
         outcome = self._run(fault, req, body)
+        if outcome.reply is not None:
+            self.statuses[outcome.reply.status] += 1
         if record is not None:
             record.fault = fault.kind if fault else None
             record.status = outcome.reply.status if outcome.reply is not None else None

@@ -6,10 +6,16 @@ installs it first.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
-from redis_server import RedisServer, in_ci, redis_server_binary
+
+from amili_async.testing.redis_server import RedisServer, redis_server_binary
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture

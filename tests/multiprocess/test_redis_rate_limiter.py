@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import pytest
 import redis as redis_py
-from redis_server import RedisServer
 
 from amili_async.redis import RedisRateLimiter
+from amili_async.testing.redis_server import RedisServer
 
 BASE = "https://api-sandbox.amili.se"
 BACKENDS = ["asyncio", "trio"]

@@ -14,10 +14,10 @@ from typing import Any
 import anyio
 import pytest
 import redis as redis_py
-from redis_server import RedisServer
 
 from amili_async import ApiCodeAuth, ConfigurationError, StaticTokenAuth
 from amili_async.redis import RedisTokenStore
+from amili_async.testing.redis_server import RedisServer
 
 API_CODE = "api-code-SECRET-7d1e"
 BASE = "https://api-sandbox.amili.se"

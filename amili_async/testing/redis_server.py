@@ -1,12 +1,16 @@
-"""A real `redis-server` for tests and benchmarks: own unix socket in a temporary directory, no persistence.
+"""A throw-away `redis-server` for tests and benchmarks: its own unix socket in a temporary directory, no
+persistence, killed (not shut down politely) by `stop()`, as a crash would.
 
-`RedisServer.start()` fails loudly when the binary is missing and the environment says CI (`CI=true`): the
-multi-process tests must run there, not be skipped. Elsewhere the caller decides (the fixture skips).
+```python
+with RedisServer() as redis_server:   # needs the redis-server binary (Debian: apt-get install redis-server)
+    store = RedisTokenStore(redis_server.url, base_url=..., auth=...)
+```
+
+Nothing here imports redis-py: the readiness check speaks RESP over the socket itself.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -15,13 +19,11 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+__all__ = ["RedisServer", "redis_server_binary"]
+
 
 def redis_server_binary() -> str | None:
     return shutil.which("redis-server")
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 class RedisServer:
