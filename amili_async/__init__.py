@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from ._config import configure_logging_from_env
 from ._version import __version__
 from .auth import ApiCodeAuth, ApiCodeJwtAuth, StaticTokenAuth
-from .bulk import Outcome
+from .bulk import Outcome, StopOn
 from .client import AsyncAmiliClient
 from .errors import (
     AmiliError,
@@ -16,6 +16,7 @@ from .errors import (
     ConfigurationError,
     ConflictError,
     NotFoundError,
+    NotSentError,
     OutcomeUnknownError,
     PermissionDeniedError,
     PreconditionFailedError,
@@ -41,6 +42,7 @@ from .models import (
     RespiteGrant,
     RespiteReceipt,
 )
+from .ratelimit import AdaptiveRateLimiter, NoRateLimit, RateLimiter
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "APIStatusError",
     "AmiliClient",
+    "AdaptiveRateLimiter",
     "AmiliError",
     "ApiCodeAuth",
     "ApiCodeJwtAuth",
@@ -74,13 +77,16 @@ __all__ = [
     "CreditorCancellation",
     "CreditorCrediting",
     "CreditorPayment",
+    "NoRateLimit",
     "NotFoundError",
+    "NotSentError",
     "Outcome",
     "OutcomeUnknownError",
     "PaymentReceipt",
     "PermissionDeniedError",
     "PreconditionFailedError",
     "RateLimitError",
+    "RateLimiter",
     "Receipt",
     "RespiteCheck",
     "RespiteGrant",
@@ -90,6 +96,7 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "StaticTokenAuth",
+    "StopOn",
     "TimeoutError",
     "TransportError",
     "UnprocessableEntityError",

@@ -1,7 +1,12 @@
 """The one request pipeline every call goes through.
 
-bind (to the running loop and process) -> get token (shared cache) -> send (the transport's exchange) ->
-classify the answer (retry policy) -> reconcile an ambiguous write (the rule of evidence) -> answer or raise.
+bind (to the running loop and process) -> get token (shared cache) -> wait for a slot (rate limiter) -> send
+(the transport's exchange) -> show the answer to the limiter -> classify it (retry policy) -> reconcile an
+ambiguous write (the rule of evidence) -> answer or raise.
+
+A call keeps a small `_CallState`: how many sends, how long it waited, and whether a write of it may have
+reached Amili without proof either way. That decides what the deadline's error says (a write that never went
+out is a `TimeoutError`, never "outcome unknown") and whether a stopping bulk run may end it (`_flow.py`).
 
 Resources hold a `Pipeline` and never talk to httpx themselves. A `Pipeline` is its `Settings` (what a view of
 the client may change: timeout, retry policy) plus the `Connection` it shares with every other view of the
@@ -12,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import copy
 import logging
+import math
 import os
 import sys
 import time
@@ -25,7 +32,8 @@ import httpx
 import sniffio
 
 from . import serde
-from .auth import Auth, Token, TokenCache, TokenEndpoint
+from ._flow import Clock, Reachability, interruptible, watched
+from .auth import Auth, Token, TokenCache, TokenEndpoint, TokenStore
 from .errors import (
     AmiliError,
     ClientStateError,
@@ -36,6 +44,7 @@ from .errors import (
     error_for_status,
     excerpt,
 )
+from .ratelimit import AdaptiveRateLimiter, RateLimiter
 from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, classify_exception, retry_after_seconds
 from .transports import Exchange, build_default_transport, exchange_for, httpx_exchange
 
@@ -113,7 +122,7 @@ def _loop_key() -> tuple[str, object]:
 
 
 class Runtime:
-    """Everything bound to one event loop and one process: the transport, the token cache, the budget."""
+    """Everything bound to one event loop and one process: transport, token cache, rate limiter, budget."""
 
     def __init__(self, connection: Connection, settings: Settings, loop: tuple[str, object]) -> None:
         self.loop = loop
@@ -127,14 +136,45 @@ class Runtime:
                 loop[0], limits=connection.limits, verify=connection.verify, trust_env=connection.trust_env
             )
             self.exchange = exchange_for(self.transport)
+        self.reach = Reachability()
+        self.exchange = watched(self.exchange, self.reach)
         endpoint = TokenEndpoint(self.exchange, settings.base_url, settings.headers, settings.timeout_ext)
+        # One clock for the calls, the token cache and the default limiter; it sleeps the way the retry policy
+        # does, so `RetryPolicy.no_delay()` keeps tests instant and their deadlines still pass (`_flow.Clock`).
+        self.clock = Clock(settings.retry.sleep)
         self.tokens = TokenCache(
             connection.auth,
             endpoint,
             timeout=connection.token_timeout,
             assumed_lifetime=connection.assumed_token_lifetime,
+            store=connection.token_store,
+            clock=self.clock.now,
+            sleep=self.clock.sleep,
+        )
+        self.limiter: RateLimiter = connection.rate_limiter or AdaptiveRateLimiter(
+            clock=self.clock.now, sleep=self.clock.sleep
         )
         self.budget: RetryBudget = settings.retry.new_budget()
+        self._limiter_warned = False
+
+    async def acquire(self) -> float:
+        """Wait for a send slot. A limiter that fails (a shared one whose backend is down) never stops a call."""
+        try:
+            return await self.limiter.acquire()
+        except Exception as exc:
+            self._limiter_failed(exc)
+            return 0.0
+
+    async def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        try:
+            await self.limiter.observe(status, headers)
+        except Exception as exc:
+            self._limiter_failed(exc)
+
+    def _limiter_failed(self, exc: Exception) -> None:
+        level = logging.DEBUG if self._limiter_warned else logging.WARNING
+        self._limiter_warned = True
+        logger.log(level, "rate limiter failed (%s); sending without it", type(exc).__name__)
 
 
 @attrs.define(eq=False)
@@ -153,6 +193,8 @@ class Connection:
     trust_env: bool
     token_timeout: float
     assumed_token_lifetime: float
+    rate_limiter: RateLimiter | None = None  # None: a default `AdaptiveRateLimiter` per runtime
+    token_store: TokenStore | None = None
     runtime: Runtime | None = None
     closed: bool = False
 
@@ -236,27 +278,50 @@ class Pipeline:
             logger.warning("%s: more than one record matches a reference; using the first", path)
         return items[0] if items else None
 
+    def stop_reason(self, credential_refusal: bool, unreachable_for: float | None) -> AmiliError | None:
+        """Why a bulk run of this client cannot succeed now (see `StopOn`), or None."""
+        runtime = self.connection.runtime
+        if runtime is None:
+            return None
+        refusal = runtime.tokens.refusal
+        if credential_refusal and refusal is not None:
+            return refusal
+        down = runtime.reach.down_for()
+        if unreachable_for is not None and down >= unreachable_for:
+            cause = runtime.tokens.last_error
+            detail = f" (last: {cause})" if cause is not None else ""
+            return TransportError(f"Amili could not be reached for {down:.1f} s{detail}")
+        return None
+
     async def run(self, call: Call) -> ApiResponse:
         runtime = self.bind()
         policy = self.settings.retry
-        started = time.monotonic()
+        clock = runtime.clock
+        state = _CallState(clock)
         describe = f"{call.method} {call.path}"
 
-        tried = 0  # attempts started, for the deadline error
-
         async def attempt(number: int) -> ApiResponse:
-            nonlocal tried
-            tried = number
-            return await self._attempt(runtime, call, number)
+            state.attempts = number
+            try:
+                return await self._attempt(runtime, call, state)
+            except Failure as failure:
+                state.throttled = failure.error if failure.kind is FailureKind.THROTTLED else None
+                raise
+
+        async def pause(seconds: float) -> None:
+            await interruptible(lambda: clock.sleep(seconds, policy.sleep), may_stop=not state.unproven)
+
+        def retrying() -> Awaitable[ApiResponse]:
+            return policy.run(attempt, budget=runtime.budget, describe=describe, elapsed=state.elapsed, pause=pause)
 
         if policy.deadline is None:
-            return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
+            return await retrying()
         if sys.version_info >= (3, 11) and runtime.loop[0] == "asyncio":
             # asyncio's own timeout costs half of an anyio cancel scope per call (benchmarks/README.md).
             deadline = asyncio.timeout(policy.deadline)
             try:
                 async with deadline:
-                    return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
+                    return await retrying()
             except builtins.TimeoutError:
                 if not deadline.expired():
                     raise
@@ -264,26 +329,35 @@ class Pipeline:
             import anyio
 
             with anyio.move_on_after(policy.deadline):
-                return await policy.run(attempt, budget=runtime.budget, describe=describe, started=started)
-        message = f"no answer within the {policy.deadline:g} s deadline"
-        if call.write:
-            raise OutcomeUnknownError(message, method=call.method, path=call.path, attempts=tried)
-        raise TimeoutError(message, method=call.method, path=call.path, attempts=tried)
+                return await retrying()
+        raise _deadline_error(call, state, policy.deadline, runtime.tokens)
 
-    async def _attempt(self, runtime: Runtime, call: Call, number: int) -> ApiResponse:
+    async def _attempt(self, runtime: Runtime, call: Call, state: _CallState) -> ApiResponse:
+        tokens = runtime.tokens
         try:
-            token = await runtime.tokens.get()
-            response = await self._send(runtime, call, token, number)
-            if response.status == 401 and await runtime.tokens.invalidate(token.generation):
-                # Refresh once (unless another call already did) and replay once: a 401 is refused before
-                # any processing, so replaying a write is safe. A second 401 is final.
-                token = await runtime.tokens.get()
-                response = await self._send(runtime, call, token, number)
-            return self._classify(call, response, number, token)
+            token = tokens.fresh() or await self._token(tokens, state)
+            response = await self._send(runtime, call, token, state)
+            if response.status == 401 and await tokens.refused(token):
+                # Renew once (unless another call already did) and replay once: a 401 is refused before any
+                # processing, so replaying a write is safe. A second 401 is final.
+                token = await self._token(tokens, state)
+                response = await self._send(runtime, call, token, state)
+                if response.status == 401:
+                    await tokens.refused(token)  # two fresh tokens refused in a row: the credentials are refused
+            return self._classify(call, response, state.attempts, token)
         except _Ambiguous as ambiguous:
-            return await self._reconcile(call, ambiguous, number)
+            return await self._reconcile(call, ambiguous, state, runtime.clock)
 
-    async def _send(self, runtime: Runtime, call: Call, token: Token, number: int) -> ApiResponse:
+    async def _token(self, tokens: TokenCache, state: _CallState) -> Token:
+        """Wait for a token as long as the call's deadline allows (an outage of the token endpoint)."""
+        deadline = self.settings.retry.deadline
+        wait = math.inf if deadline is None else max(0.0, deadline - state.elapsed())
+        state.token_wait = True
+        token = await interruptible(lambda: tokens.get(wait), may_stop=not state.unproven)
+        state.token_wait = False
+        return token
+
+    async def _send(self, runtime: Runtime, call: Call, token: Token, state: _CallState) -> ApiResponse:
         settings = self.settings
         headers = [*settings.headers, ("X-API-Key", token.value)]
         if call.body is not None:
@@ -291,6 +365,9 @@ class Pipeline:
         url = settings.base_url + call.path
         if call.params:
             url += "?" + urlencode(call.params)
+        await interruptible(runtime.acquire, may_stop=not state.unproven)
+        state.unproven = call.write
+        number = state.attempts
         started = time.monotonic()
         try:
             status, response_headers, raw = await runtime.exchange(
@@ -298,8 +375,16 @@ class Pipeline:
             )
         except httpx.TransportError as exc:
             _log(call, None, number, started, exc)
-            raise _transport_failure(call, exc, number) from exc
+            failure = _transport_failure(call, exc, number)
+            if not isinstance(failure, _Ambiguous):
+                state.unproven = False  # never reached Amili (or a read): nothing to settle
+            raise failure from exc
         _log(call, status, number, started)
+        await runtime.observe(status, response_headers)
+        if status in (401, 429):
+            state.unproven = False  # refused before any processing
+        elif status < 500:
+            runtime.tokens.accepted(token)
         return ApiResponse(status, response_headers, raw)
 
     def _classify(self, call: Call, response: ApiResponse, number: int, token: Token) -> ApiResponse:
@@ -338,6 +423,10 @@ class Pipeline:
         )
         if status == 429:
             raise Failure(error, FailureKind.THROTTLED, retry_after)
+        if status == 503 and _asks_to_wait(response.headers):  # a server that says when: throttling
+            if call.write:
+                raise _Ambiguous("Amili answered 503 and asked to wait", error, wait=retry_after or 0.0)
+            raise Failure(error, FailureKind.THROTTLED, retry_after)
         if status in (500, 502, 503, 504):
             if call.write:
                 raise _Ambiguous(f"Amili answered {status}", error)
@@ -346,14 +435,18 @@ class Pipeline:
             raise _Ambiguous("Amili answered 409 Conflict", error)
         raise error
 
-    async def _reconcile(self, call: Call, ambiguous: _Ambiguous, number: int) -> ApiResponse:
+    async def _reconcile(self, call: Call, ambiguous: _Ambiguous, state: _CallState, clock: Clock) -> ApiResponse:
         """After a write whose answer was lost: find the record, or prove it absent, or give up honestly."""
-        where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=number)
+        where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=state.attempts)
         if call.reconcile is None:
             raise OutcomeUnknownError(
                 f"{ambiguous}; the write may or may not have been applied, and it carries no reference to check it by",
                 **where,
             ) from ambiguous.error
+        policy = self.settings.retry
+        wait = ambiguous.wait
+        if wait is not None and (policy.deadline is None or state.elapsed() + wait < policy.deadline):
+            await clock.sleep(wait, policy.sleep)  # the server asked for it; the lookup is the surer for it too
         try:
             found = await call.reconcile()
         except AmiliError as exc:
@@ -368,9 +461,49 @@ class Pipeline:
         if ambiguous.error is not None and ambiguous.error.status_code == 409:
             raise ambiguous.error
         logger.info("%s %s: %s; verified not applied, safe to send again", call.method, call.path, ambiguous)
+        state.unproven = False
         error = ambiguous.error or TransportError(str(ambiguous), **where)
         error.message = f"{error.message} (verified not applied)"
+        if wait is not None:  # already waited: send again at once, without spending an attempt
+            raise Failure(error, FailureKind.THROTTLED, 0.0)
         raise Failure(error, FailureKind.NOT_SENT)
+
+
+class _CallState:
+    """What one call has done so far (see the module docstring)."""
+
+    __slots__ = ("attempts", "clock", "started", "throttled", "token_wait", "unproven")
+
+    def __init__(self, clock: Clock) -> None:
+        self.attempts = 0  # sends started
+        self.clock = clock
+        self.started = clock.now()
+        self.unproven = False  # a write of this call may have reached Amili, and nothing proved otherwise yet
+        self.token_wait = False
+        self.throttled: Exception | None = None  # the last attempt was throttled: this says how
+
+    def elapsed(self) -> float:
+        """Seconds since the call started, on the client's clock (waits a test's sleep skipped included)."""
+        return self.clock.now() - self.started
+
+
+def _deadline_error(call: Call, state: _CallState, deadline: float, tokens: TokenCache) -> AmiliError:
+    message = f"no answer within the {deadline:g} s deadline"
+    where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=state.attempts)
+    if call.write and state.unproven:
+        return OutcomeUnknownError(message, **where)
+    last = tokens.last_error
+    if state.token_wait and last is not None:
+        return copy.copy(last)  # the token endpoint was down the whole time: say so, as the first caller heard
+    if isinstance(state.throttled, AmiliError):
+        return state.throttled  # still throttled when time ran out (a 429 proves nothing was applied)
+    if call.write:
+        message = f"{message}; the write was not applied"  # it never went out, or Amili refused it
+    return TimeoutError(message, **where)
+
+
+def _asks_to_wait(headers: Mapping[str, str]) -> bool:
+    return "retry-after" in headers or "retry-after-ms" in headers
 
 
 def _log(call: Call, status: int | None, number: int, started: float, exc: BaseException | None = None) -> None:
@@ -391,8 +524,12 @@ def _transport_failure(call: Call, exc: httpx.TransportError, number: int) -> Ex
 
 
 class _Ambiguous(Exception):
-    """A write that may or may not have been applied; the pipeline reconciles or reports it unknown."""
+    """A write that may or may not have been applied; the pipeline reconciles or reports it unknown.
 
-    def __init__(self, message: str, error: AmiliError | None = None) -> None:
+    `wait`: the server asked to wait that long (a 503 with `Retry-After`) before anything is tried again.
+    """
+
+    def __init__(self, message: str, error: AmiliError | None = None, *, wait: float | None = None) -> None:
         super().__init__(message)
         self.error = error
+        self.wait = wait

@@ -16,16 +16,14 @@ The token endpoint's answer is not documented. We accept a JSON object with the 
 claim; failing all of those we assume `assumed_lifetime` seconds (5 minutes by default). Expiry is tracked on
 the monotonic clock, so a wrong wall clock cannot cause a refresh loop.
 
-`TokenCache` is the single-flight cache: one refresh at a time under an anyio lock, started a margin before
-expiry, shielded from the cancellation of the caller that happened to start it, bounded by its own timeout,
-and never sent through the retry policy of the call that needs it. A failed refresh reaches every caller that
-was waiting for it, and later callers wait a short, growing backoff before the endpoint is tried again.
+`TokenCache` (in `_tokens.py`, re-exported here with `Token` and the `TokenStore` protocol) is the cache every
+call of a client shares: one login at a time, early renewal that never fails a call while the cached token is
+valid, back-off through an outage of the token endpoint, a refusal of the credentials shared by every call,
+and an optional `TokenStore` that shares one login between processes.
 """
 
 from __future__ import annotations
 
-import copy
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -49,8 +47,10 @@ __all__ = [
     "TokenCache",
     "TokenEndpoint",
     "TokenGrant",
+    "TokenStore",
 ]
 
+from ._tokens import Token, TokenCache, TokenStore
 from ._wire import JWT_ALGORITHMS, TOKEN_PATH
 
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
@@ -292,135 +292,3 @@ class TokenEndpoint:
         except httpx.TransportError as exc:
             kind = errors.TimeoutError if isinstance(exc, httpx.TimeoutException) else errors.TransportError
             raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
-
-
-@attrs.frozen
-class Token:
-    value: str = attrs.field(repr=False)
-    generation: int
-    refresh_at: float  # monotonic
-    expires_at: float  # monotonic
-
-
-class TokenCache:
-    """One per client: the current token, refreshed single-flight.
-
-    `generation` goes up by one with every token obtained; a call that got a 401 passes the generation it
-    used to `invalidate`, so a burst of 401s for the same token causes exactly one refresh.
-    """
-
-    def __init__(
-        self,
-        auth: Auth,
-        send: TokenSender,
-        *,
-        timeout: float = 10.0,
-        assumed_lifetime: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-        failure_backoff: float = 1.0,
-        failure_backoff_cap: float = 30.0,
-    ) -> None:
-        self._auth = auth
-        self._send = send
-        self._timeout = timeout
-        self._assumed_lifetime = assumed_lifetime
-        self._clock = clock
-        self._backoff = failure_backoff
-        self._backoff_cap = failure_backoff_cap
-        import anyio  # not at module level: `import amili_async` stays light
-
-        self._lock = anyio.Lock()
-        self._token: Token | None = None
-        self._generation = 0
-        self._attempts = 0  # refresh attempts finished, successful or not
-        self._failures = 0  # consecutive failed refreshes
-        self._last_error: AmiliError | None = None
-        self._retry_not_before = 0.0
-        self.requests = 0  # token requests actually sent
-
-    def __repr__(self) -> str:
-        return f"TokenCache(generation={self._generation}, fresh={self._fresh(self._token)})"
-
-    def _fresh(self, token: Token | None) -> bool:
-        return token is not None and self._clock() < token.refresh_at
-
-    async def get(self) -> Token:
-        token = self._token
-        if token is not None and self._clock() < token.refresh_at:
-            return token
-        return await self._refresh_or_wait()
-
-    async def invalidate(self, generation: int) -> bool:
-        """After a 401 with token `generation`: drop it unless a newer one is already here.
-
-        Returns False when the token cannot be renewed (a static token), so the caller stops."""
-        if not self._auth.refreshable:
-            return False
-        token = self._token
-        if token is not None and token.generation == generation:
-            self._token = attrs.evolve(token, refresh_at=float("-inf"), expires_at=float("-inf"))
-        return True
-
-    async def _refresh_or_wait(self) -> Token:
-        seen_attempts = self._attempts
-        async with self._lock:
-            token = self._token
-            if self._fresh(token):
-                assert token is not None
-                return token
-            if self._attempts != seen_attempts and self._last_error is not None:
-                # We queued behind a refresh that failed: share its error rather than hammering the endpoint.
-                raise copy.copy(self._last_error)
-            wait = self._retry_not_before - self._clock()
-            if wait > 0:
-                import anyio
-
-                await anyio.sleep(wait)
-            return await self._refresh()
-
-    async def _refresh(self) -> Token:
-        if self._auth.refreshable:  # a static token is handed over, not requested
-            self.requests += 1
-        try:
-            return await self._fetch()
-        finally:
-            # Counted once the attempt is over, so every caller that queued while it ran shares its outcome
-            # (counting at the start let those callers start a second refresh after a failure).
-            self._attempts += 1
-
-    async def _fetch(self) -> Token:
-        import anyio
-
-        try:
-            # Shielded: one caller's cancellation must not cancel the refresh everybody else waits for.
-            with anyio.CancelScope(shield=True), anyio.fail_after(self._timeout):
-                grant = await self._auth.fetch(self._send)
-        except AmiliError as exc:  # before TimeoutError: our TimeoutError is one of those too
-            self._record_failure(exc)
-            raise
-        except TimeoutError:
-            self._record_failure(
-                errors.TimeoutError(
-                    f"could not obtain an access token: the token endpoint did not answer within {self._timeout} s",
-                    method="GET",
-                    path=TOKEN_PATH,
-                )
-            )
-            raise copy.copy(self._last_error) from None  # type: ignore[misc]
-        lifetime = grant.lifetime if grant.lifetime is not None else self._assumed_lifetime
-        if not self._auth.refreshable:
-            lifetime = float("inf")
-        now = self._clock()
-        margin = min(60.0, lifetime * 0.1)
-        self._generation += 1
-        self._token = Token(grant.value, self._generation, now + lifetime - margin, now + lifetime)
-        self._failures = 0
-        self._last_error = None
-        self._retry_not_before = 0.0
-        return self._token
-
-    def _record_failure(self, error: AmiliError) -> None:
-        self._failures += 1
-        self._last_error = error
-        delay = min(self._backoff_cap, self._backoff * 2 ** (self._failures - 1))
-        self._retry_not_before = self._clock() + delay * random.uniform(0.5, 1.0)

@@ -6,10 +6,16 @@ produces exactly one `Outcome` (its receipt, or the error it raised), yielded in
 numbered by its position in the input. Errors of actions never stop the run; only cancellation does. If the
 input iterable itself raises, no new action is started, the ones in flight finish and yield their outcomes,
 and then that exception is raised as is.
+
+With `stop_on=StopOn(...)` a run that cannot succeed stops sending instead of failing every action slowly
+(bad credentials, Amili unreachable): every action not sent from then on, and every one still only waiting for
+a token or its turn, gets a `NotSentError` outcome, so the run ends within seconds and nothing sent is lost
+track of (a write whose fate is open is always settled first).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
 
@@ -17,7 +23,12 @@ import anyio
 import attrs
 from anyio.abc import ObjectSendStream
 
-__all__ = ["Outcome", "run_many"]
+from ._flow import CURRENT_STOP, StopSwitch
+from .errors import AmiliError, AuthenticationError, NotSentError, TransportError
+
+__all__ = ["Outcome", "StopOn", "run_many"]
+
+logger = logging.getLogger("amili_async")
 
 A = TypeVar("A")
 
@@ -36,11 +47,52 @@ class Outcome(Generic[A]):
         return self.error is None
 
 
+# -- stopping a run that cannot succeed (issue 10) ------------------------------------------------------------
+
+
+@attrs.frozen
+class StopOn:
+    """When `execute_many` stops taking new actions, because the rest would fail the same way.
+
+    `credential_refusal`: Amili refused the credentials (the token endpoint answered 401/403/422, or two
+    freshly issued tokens were refused). `unreachable_for`: seconds in which Amili did not answer at all
+    (connect errors, timeouts, a proxy's 502/503/504 page); None never stops for that. A rate limit never stops
+    a run: it costs time only.
+    """
+
+    credential_refusal: bool = True
+    unreachable_for: float | None = 5.0
+
+
+# (credential_refusal, unreachable_for) -> why the run cannot succeed now, or None
+StopProbe = Callable[[bool, "float | None"], "AmiliError | None"]
+
+
+def _not_sent(switch: StopSwitch, action: Any, error: Exception | None = None) -> Exception:
+    """The outcome of an action the stopped run did not send; an error that proves the same is replaced."""
+    reason = switch.reason
+    if error is not None and not isinstance(error, NotSentError):
+        same_cause = (isinstance(reason, AuthenticationError) and isinstance(error, AuthenticationError)) or (
+            isinstance(reason, TransportError) and isinstance(error, TransportError)
+        )
+        if not same_cause:
+            return error
+    not_sent = switch.not_sent()
+    not_sent.action = action
+    not_sent.reference = getattr(action, "reference", None)
+    return not_sent
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
 async def run_many(
     execute: Callable[[A], Awaitable[Any]],
     actions: Iterable[A] | AsyncIterable[A],
     *,
     concurrency: int,
+    stop_on: StopOn | None = None,
+    probe: StopProbe | None = None,
 ) -> AsyncIterator[Outcome[A]]:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         from .models._validate import fail
@@ -50,8 +102,25 @@ async def run_many(
     pull_lock = anyio.Lock()
     input_failed: list[Exception] = []
     send, receive = anyio.create_memory_object_stream[Outcome[A]](concurrency)
+    switch = StopSwitch() if stop_on is not None and probe is not None else None
+
+    def check() -> None:
+        if switch is None or switch.reason is not None:
+            return
+        assert stop_on is not None and probe is not None
+        reason = probe(stop_on.credential_refusal, stop_on.unreachable_for)
+        if reason is not None:
+            logger.warning("execute_many stops: %s; the actions not sent yet get NotSentError", reason)
+            switch.stop(reason)
+
+    async def monitor() -> None:
+        while switch is not None and switch.reason is None:
+            check()
+            await anyio.sleep(0.1)
 
     async def worker(out: ObjectSendStream[Outcome[A]]) -> None:
+        if switch is not None:
+            CURRENT_STOP.set(switch)  # this worker task's calls can be stopped (see `_flow.py`)
         async with out:
             while True:
                 async with pull_lock:
@@ -64,15 +133,24 @@ async def run_many(
                     except Exception as exc:  # the caller's iterable broke: finish what is in flight, then raise
                         input_failed.append(exc)
                         return
+                if switch is not None and switch.reason is not None:
+                    await out.send(Outcome(index, action, error=_not_sent(switch, action)))
+                    continue
                 try:
                     receipt = await execute(action)
                 except Exception as exc:  # an outcome, not a crash: the run goes on
+                    if switch is not None:
+                        check()
+                        if switch.reason is not None:
+                            exc = _not_sent(switch, action, exc)
                     await out.send(Outcome(index, action, error=exc))
                 else:
                     await out.send(Outcome(index, action, receipt=receipt))
 
     try:
         async with anyio.create_task_group() as tg, receive:
+            if switch is not None:
+                tg.start_soon(monitor)
             async with send:
                 for _ in range(concurrency):
                     tg.start_soon(worker, send.clone())
@@ -83,6 +161,7 @@ async def run_many(
                 # The consumer stopped early (break inside `aclosing`, or aclose()): stop the workers here
                 # rather than letting GeneratorExit escape through the task group as an exception group.
                 tg.cancel_scope.cancel()
+            tg.cancel_scope.cancel()  # every worker is done: stop the monitor
     finally:
         await source.aclose()
     if input_failed:

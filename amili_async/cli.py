@@ -43,8 +43,9 @@ import orjson
 
 from ._progress import Progress, format_duration
 from ._version import __version__
+from .bulk import StopOn
 from .client import AsyncAmiliClient
-from .errors import AmiliError, ConfigurationError, ValidationError
+from .errors import AmiliError, ConfigurationError, NotSentError, ValidationError
 from .models import _validate
 from .models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
 from .models.receipts import Receipt, RespiteReceipt
@@ -1093,6 +1094,7 @@ class _Results:
         self._fh = fh
         self.ok = 0
         self.failed = 0
+        self.not_sent: list[NotSentError] = []  # issue 10: lines a stopped run did not send get no result line
 
     def write(
         self,
@@ -1184,6 +1186,17 @@ def _bulk(args: argparse.Namespace) -> int:
         if failed_before:
             message += f" ({failed_before:,} of them failed)"
     print(f"{message}; results in {out}", file=sys.stderr, flush=True)
+    # -- issue 10: a run that stopped (credentials refused, Amili unreachable) says how to resume ----------------
+    if results.not_sent:
+        reason = results.not_sent[0].reason
+        print(
+            f"bulk: stopped: {reason}\nbulk: {len(results.not_sent):,} lines were not sent (no result in {out}); "
+            "fix the cause, then run the same command again to send them (lines with a result are skipped)",
+            file=sys.stderr,
+            flush=True,
+        )
+        return EXIT_FAILED
+    # ------------------------------------------------------------------------------------------------------------
     return EXIT_FAILED if results.failed or failed_before else EXIT_OK
 
 
@@ -1225,8 +1238,12 @@ async def _bulk_run(
             index += 1
             yield action
 
-    async for outcome in client.execute_many(actions(), concurrency=args.concurrency):
+    # issue 10: stop when the run cannot succeed; a line not sent gets no result line, so a rerun sends it
+    async for outcome in client.execute_many(actions(), concurrency=args.concurrency, stop_on=StopOn()):
         line = in_flight.pop(outcome.index)
+        if isinstance(outcome.error, NotSentError):
+            results.not_sent.append(outcome.error)
+            continue
         kind = type(outcome.action).kind
         if outcome.error is not None:
             ok = results.write(line, kind, error=outcome.error)

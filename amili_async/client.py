@@ -7,18 +7,19 @@ answers. The client wires them together and owns nothing else.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, TypeVar, overload
 
 import httpx
 
 from ._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT, SANDBOX_URL, auth_from_env, base_url_from
 from ._config import user_agent as default_user_agent
 from ._pipeline import Connection, Pipeline, Runtime, Settings
-from .auth import Auth
-from .bulk import Outcome, run_many
+from .auth import Auth, TokenStore
+from .bulk import Outcome, StopOn, run_many
 from .errors import ConfigurationError
 from .models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
 from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt, RespiteReceipt
+from .ratelimit import NoRateLimit, RateLimiter
 from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
 from .retry import RetryPolicy
 
@@ -58,6 +59,8 @@ class AsyncAmiliClient:
         verify: Any = True,
         trust_env: bool = True,
         user_agent: str | None = None,
+        rate_limiter: RateLimiter | Literal[False] | None = None,
+        token_store: TokenStore | None = None,
         _share: AsyncAmiliClient | None = None,
     ) -> None:
         if transport is not None and http_client is not None:
@@ -76,6 +79,9 @@ class AsyncAmiliClient:
                 trust_env=trust_env,
                 token_timeout=token_timeout,
                 assumed_token_lifetime=assumed_token_lifetime,
+                # Flow control (docs/rate-limits.md): None is a default AdaptiveRateLimiter, False none at all.
+                rate_limiter=NoRateLimit() if rate_limiter is False else rate_limiter,
+                token_store=token_store,
             )
         self._user_agent = user_agent
         settings = Settings(
@@ -175,14 +181,21 @@ class AsyncAmiliClient:
         return result
 
     def execute_many(
-        self, actions: Iterable[ActionT] | AsyncIterable[ActionT], *, concurrency: int = 16
+        self,
+        actions: Iterable[ActionT] | AsyncIterable[ActionT],
+        *,
+        concurrency: int = 16,
+        stop_on: StopOn | None = None,
     ) -> AsyncIterator[Outcome[ActionT]]:
         """Run many actions, at most `concurrency` at once; one `Outcome` per action, in completion order.
 
         Memory stays proportional to `concurrency`: actions are pulled from the iterable only as workers
-        free up. Consume it to the end, or close it (`async with aclosing(...)`) to stop early.
+        free up. Consume it to the end, or close it (`async with aclosing(...)`) to stop early. With
+        `stop_on=StopOn()` the run stops sending once it cannot succeed (credentials refused, Amili
+        unreachable) and gives every action it did not send a `NotSentError` outcome.
         """
-        return run_many(self.execute, actions, concurrency=concurrency)
+        probe = self._pipeline.stop_reason if stop_on is not None else None
+        return run_many(self.execute, actions, concurrency=concurrency, stop_on=stop_on, probe=probe)
 
 
 def _timeout(value: httpx.Timeout | float | None) -> httpx.Timeout:

@@ -19,6 +19,7 @@ AmiliError                      base of everything below
 ├── ResponseDecodeError         a 2xx answer whose body could not be read
 ├── TransportError              the request failed at the network level; for a write: provably never reached Amili
 │   └── TimeoutError                connect / pool timeout (for reads: any timeout, after retries)
+├── NotSentError                a run stopped (`execute_many(stop_on=...)`) before this action went out: not applied
 └── OutcomeUnknownError         a write whose result was lost (read timeout, disconnect, 5xx) and could not be
                                 reconciled: it may or may not have been applied; carries the action and its reference
 ```
@@ -44,6 +45,7 @@ __all__ = [
     "ConfigurationError",
     "ConflictError",
     "NotFoundError",
+    "NotSentError",
     "OutcomeUnknownError",
     "PermissionDeniedError",
     "PreconditionFailedError",
@@ -190,6 +192,19 @@ class TransportError(AmiliError):
 
 class TimeoutError(TransportError, builtins.TimeoutError):
     """A connect or pool timeout (for a write: never sent); for a read: any timeout once retries ran out."""
+
+
+class NotSentError(AmiliError):
+    """Not applied: the run stopped before this action was sent (again), so sending it later is safe.
+
+    `execute_many(stop_on=...)` gives this outcome to every action it did not send once it stopped (bad
+    credentials, Amili unreachable): the ones it never started and the ones still waiting for a token or their
+    turn. `reason` is the error that stopped the run.
+    """
+
+    def __init__(self, message: str, *, reason: AmiliError | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
 
 
 class OutcomeUnknownError(AmiliError):

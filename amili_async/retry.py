@@ -9,14 +9,20 @@ The rules (they never duplicate money):
 - After an *ambiguous* write failure (read timeout, disconnect after sending, 5xx) the client reconciles:
   it looks the action up by its business reference and returns the record it finds, or sends again only when
   the record is provably absent. Without a reference there is nothing to look up: `OutcomeUnknownError`.
-- Waits are full-jitter exponential (`random(0, min(cap, base * 2**n))`); `Retry-After` (seconds or HTTP date),
-  `retry-after-ms` and Eve's `X-RateLimit-Reset` are honoured up to `max_retry_after`, past which the call
-  raises `RateLimitError` at once instead of sleeping.
-- A call makes at most `max_attempts` attempts within `deadline` seconds, and a per-client `RetryBudget` (a
-  token bucket, as in botocore) stops retries altogether during an outage, so failures come back fast instead
-  of multiplying the load.
+- **Throttling is waiting, not failing.** A 429, and a 503 with `Retry-After`, wait what the server asked
+  (`Retry-After` in seconds or as an HTTP date, `retry-after-ms`, Eve's `X-RateLimit-Reset`), or a short
+  full-jitter backoff when it said nothing, and try again, reads and writes alike (a write after a 503 is
+  looked up first). Such waits spend neither an attempt nor the budget: the call's `deadline` bounds them, and a
+  wait that would end past it raises `RateLimitError` at once instead of sleeping in vain.
+- Other failures wait full-jitter exponential backoff (`random(0, min(cap, base * 2**n))`); a call makes at
+  most `max_attempts` attempts, and a per-client `RetryBudget` (a token bucket, as in botocore) stops those
+  retries altogether during an outage, so failures come back fast instead of multiplying the load.
 
-tenacity runs the loop, and only after a first attempt failed: the success path never pays for it.
+The loop is a plain `while`: a throttled attempt that does not count, a budget withdrawn only once the
+deadline allows the wait, and the error of the last attempt raised as is do not fit tenacity's
+retry/stop/wait objects without state kept on the side (the previous version kept the attempt number in a
+dict and the planned wait on the exception). tenacity stays where it fits as meant: `TokenCache` polls a
+shared `TokenStore` with `retry_if_result` / `wait_exponential` / `stop_after_delay`.
 """
 
 from __future__ import annotations
@@ -147,13 +153,14 @@ def _default_sleep(seconds: float) -> Awaitable[None]:
 class RetryPolicy:
     """How a client retries. One instance per client; `client.with_options(retry=...)` overrides it per call.
 
-    `RetryPolicy.no_delay()` keeps every rule but never sleeps: use it in tests.
+    `RetryPolicy.no_delay()` keeps every rule but never sleeps: use it in tests. The time a call has spent
+    counts its planned waits even when `sleep` skips them, so a test's throttled call still meets its deadline.
     """
 
     max_attempts: int = 3
     backoff_base: float = 0.5
     backoff_cap: float = 8.0
-    max_retry_after: float = 60.0
+    max_retry_after: float | None = None
     deadline: float | None = 120.0
     budget_capacity: float = 500.0
     budget_retry_cost: float = 5.0
@@ -179,17 +186,17 @@ class RetryPolicy:
 
     @classmethod
     def disabled(cls) -> RetryPolicy:
-        """One attempt, no retries (the 401 token replay still happens)."""
+        """One attempt, no retries after failures (the 401 token replay and throttle waits still happen)."""
         return cls(max_attempts=1)
 
     def new_budget(self) -> RetryBudget:
         return RetryBudget(self.budget_capacity, self.budget_retry_cost, self.budget_timeout_cost, self.budget_refund)
 
     def backoff(self, retry_number: int, failure: Failure) -> float:
-        """Seconds to wait before retry `retry_number` (1-based)."""
+        """Seconds to wait before retry `retry_number` (1-based) of a failure or of a throttled attempt."""
         import random
 
-        if failure.retry_after is not None:
+        if failure.retry_after is not None:  # the server said how long: that, and a little jitter on top
             return failure.retry_after + random.uniform(0, min(1.0, self.backoff_base))
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (retry_number - 1)))
 
@@ -199,90 +206,58 @@ class RetryPolicy:
         *,
         budget: RetryBudget,
         describe: str,
-        started: float,
+        elapsed: Callable[[], float],
+        pause: Callable[[float], Awaitable[None]] | None = None,
     ) -> T:
-        """Call `attempt(1)`, and on a `Failure` retry with tenacity under this policy's rules.
+        """Call `attempt(n)` (n: the how-manieth send of the call) until it returns or the policy gives up.
 
-        `attempt(n)` either returns, raises a `Failure` (retryable), or raises anything else (final).
-        The error of the last failed attempt is re-raised (with `attempts` set) when the policy gives up.
+        `attempt` returns, raises a `Failure` (maybe retried), or raises anything else (final). A throttled
+        failure (429, a 503 with `Retry-After`) waits and tries again without spending an attempt or the
+        budget; the call's deadline is its only bound. Other failures spend both. When the policy gives up,
+        the error of the last attempt is raised with `attempts` set. `elapsed()` is the time the call has
+        spent; `pause(seconds)` sleeps (default: this policy's `sleep`).
         """
-        try:
-            result = await attempt(1)
-        except Failure as failure:
-            first = failure
-        else:
-            budget.deposit()
-            return result
-        return await self._retry(attempt, first, budget=budget, describe=describe, started=started)
-
-    async def _retry(
-        self,
-        attempt: Callable[[int], Awaitable[T]],
-        first: Failure,
-        *,
-        budget: RetryBudget,
-        describe: str,
-        started: float,
-    ) -> T:
-        from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
-
+        sleep = pause or self.sleep
+        sent = failures = throttles = 0
         spent = 0.0
-        state = {"number": 1}
+        while True:
+            sent += 1
+            try:
+                result = await attempt(sent)
+            except Failure as failure:
+                throttled = failure.kind is FailureKind.THROTTLED
+                if throttled:
+                    throttles += 1
+                    wait = self.backoff(throttles, failure)
+                elif failure.kind is FailureKind.FATAL or failures + 1 >= self.max_attempts:
+                    raise _given_up(failure, sent) from failure.error.__cause__
+                else:
+                    failures += 1
+                    wait = self.backoff(failures, failure)
+                if not self._may_wait(failure, wait, elapsed):
+                    logger.info("%s: not retrying, a wait of %.1f s would pass the deadline", describe, wait)
+                    raise _given_up(failure, sent) from failure.error.__cause__
+                if not throttled:
+                    cost = budget.withdraw(failure.kind)
+                    if not cost:
+                        logger.info("retry budget spent, not retrying %s", describe)
+                        raise _given_up(failure, sent) from failure.error.__cause__
+                    spent += cost
+                logger.info("retrying %s: attempt %d failed (%s), next in %.2f s", describe, sent, failure, wait)
+                await sleep(wait)
+            else:
+                budget.deposit(spent or None)
+                return result
 
-        def should_retry(exc: BaseException) -> bool:
-            nonlocal spent
-            if not isinstance(exc, Failure) or exc.kind is FailureKind.FATAL:
-                return False
-            if state["number"] >= self.max_attempts:
-                return False
-            if exc.retry_after is not None and exc.retry_after > self.max_retry_after:
-                return False
-            wait = self.backoff(state["number"], exc)
-            exc.planned_wait = wait  # type: ignore[attr-defined]
-            if self.deadline is not None and time.monotonic() - started + wait >= self.deadline:
-                return False
-            cost = budget.withdraw(exc.kind)
-            if not cost:
-                logger.info("retry budget spent, not retrying %s", describe)
-                return False
-            spent += cost
-            return True
+    def _may_wait(self, failure: Failure, wait: float, elapsed: Callable[[], float]) -> bool:
+        cap = self.max_retry_after
+        if cap is not None and failure.retry_after is not None and failure.retry_after > cap:
+            return False
+        return self.deadline is None or elapsed() + wait < self.deadline
 
-        def wait(retry_state: RetryCallState) -> float:
-            exc = retry_state.outcome.exception() if retry_state.outcome else None
-            return float(getattr(exc, "planned_wait", 0.0))
 
-        def before_sleep(retry_state: RetryCallState) -> None:
-            exc = retry_state.outcome.exception() if retry_state.outcome else None
-            logger.info(
-                "retrying %s: attempt %d failed (%s), next in %.2f s",
-                describe,
-                state["number"],
-                exc,
-                retry_state.upcoming_sleep,
-            )
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(should_retry),
-            wait=wait,
-            sleep=self.sleep,
-            before_sleep=before_sleep,
-            reraise=True,
-        )
-        try:
-            async for round_ in retrying:
-                with round_:
-                    n = round_.retry_state.attempt_number
-                    if n == 1:
-                        raise first  # replays the first failure so tenacity schedules the first retry
-                    state["number"] = n
-                    result = await attempt(n)
-            budget.deposit(spent)
-            return result
-        except Failure as failure:
-            error = failure.error
-            if hasattr(error, "attempts"):
-                error.attempts = state["number"]
-            if failure.retry_after is not None and failure.retry_after > self.max_retry_after:
-                logger.info("%s: server asked to wait %.0f s, above the cap", describe, failure.retry_after)
-            raise error from failure.error.__cause__
+def _given_up(failure: Failure, sent: int) -> Exception:
+    error = failure.error
+    if hasattr(error, "attempts"):
+        error.attempts = sent
+    return error

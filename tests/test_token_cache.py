@@ -186,17 +186,48 @@ async def test_401_replay_of_a_write_sends_the_same_body_once_more(make_client):
     assert (first.headers["X-API-Key"], replay.headers["X-API-Key"]) == ("tok-1", "tok-2")
 
 
-async def test_a_second_401_is_final(make_client):
+async def test_a_second_401_is_final_and_a_refused_fresh_token_is_shared_by_later_calls(make_client):
     client, transport = make_client(only_token("never", {}))
     with pytest.raises(AuthenticationError) as info:
         await client.cases.get(CASE)
     assert info.value.status_code == 401
     assert len(transport.api_requests) == 2
     assert len(transport.token_requests) == 2
-    # A later call tries again (one refresh, one replay), it does not loop.
+    # Two freshly issued tokens refused in a row: the credentials are refused. Later calls fail at once with
+    # that refusal, without a login or a request, until the cool-down has passed.
+    for _ in range(20):
+        with pytest.raises(AuthenticationError) as later:
+            await client.cases.get(CASE)
+        assert "freshly issued" in str(later.value)
+    assert len(transport.api_requests) == 2
+    assert len(transport.token_requests) == 2
+    tokens = client._bind().tokens
+    clock = FakeClock()
+    clock.now = tokens._clock() + 31  # past the 30 s cool-down: one more login, one more replay
+    tokens._clock = clock
     with pytest.raises(AuthenticationError):
         await client.cases.get(CASE)
-    assert len(transport.api_requests) == 4
+    assert len(transport.token_requests) == 3
+    assert len(transport.api_requests) == 3
+
+
+async def test_a_token_that_worked_and_is_then_refused_is_renewed_every_time(make_client):
+    # A revocation is not a refusal of the credentials: tokens Amili accepted before are renewed each time.
+    accepted = {"tok-1", "tok-2", "tok-3"}
+    revoked: set[str] = set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        key = request.headers["X-API-Key"]
+        if key in revoked or key not in accepted:
+            return httpx.Response(401, json={"_status": "ERR"})
+        return httpx.Response(200, json={"_id": CASE})
+
+    client, transport = make_client(handler)
+    for n in (1, 2, 3):
+        await client.cases.get(CASE)
+        revoked.add(f"tok-{n}")
+    assert len(transport.token_requests) == 3
+    assert client._bind().tokens.refusal is None
 
 
 async def test_50_concurrent_401s_for_one_token_cause_one_refresh(make_client):

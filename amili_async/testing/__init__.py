@@ -12,7 +12,8 @@ The same emulator is available as an ASGI app (`fake.asgi_app`) and as a loopbac
 `amili_async.testing._rules`, faults in `amili_async.testing.faults`.
 """
 
+from ._limits import RateLimit
 from .fake import FakeAmili, FakeCreditor, RecordedRequest
 from .faults import Fault, FaultKind
 
-__all__ = ["Fault", "FaultKind", "FakeAmili", "FakeCreditor", "RecordedRequest"]
+__all__ = ["Fault", "FaultKind", "FakeAmili", "FakeCreditor", "RateLimit", "RecordedRequest"]

@@ -19,6 +19,7 @@ import httpx
 
 from .._wire import TOKEN_PATH
 from ._api import MALFORMED, Api
+from ._limits import RateLimit, RateLimits
 from ._store import Doc, RespiteLimits, Store, as_http_date
 from ._wire import BadJson, Outcome, Reply, WireRequest, error_reply, html_error_reply, loads
 from .faults import Fault, FaultBook, seconds_header
@@ -86,6 +87,7 @@ class FakeAmili:
         self._store = Store(seed, clock or time.time, token_lifetime, keep_documents, single_active_token)
         self._api = Api(self._store)
         self._faults = FaultBook(random.Random(seed))
+        self._limits: RateLimits | None = None
         self._record = record_requests
         self._requests: list[RecordedRequest] = []
         self._asgi: AsgiApp | None = None
@@ -198,6 +200,10 @@ class FakeAmili:
     def clear_faults(self) -> None:
         self._faults.clear()
 
+    def rate_limit(self, rule: RateLimit | None) -> None:
+        """Limit every account's request rate like Eve's limiter or a gateway does (see `testing._limits`)."""
+        self._limits = None if rule is None else RateLimits(rule, self._store)
+
     def revoke_tokens(self) -> None:
         """Every token issued so far answers 401 from now on."""
         self._store.tokens.clear()
@@ -257,7 +263,11 @@ class FakeAmili:
             record = RecordedRequest(req.method, req.path, dict(req.query), None if body is MALFORMED else body)
             self._requests.append(record)
         fault = self._faults.pick(req.method, req.path)
-        outcome = self._run(fault, req, body)
+        limits = self._limits  # a server-side rate limit, when set, answers before anything else (no fault fired)
+        if limits is not None and fault is None:
+            outcome = limits.handle(req, lambda: self._run(None, req, body))
+        else:
+            outcome = self._run(fault, req, body)
         if outcome.reply is not None:
             self.statuses[outcome.reply.status] += 1
         if record is not None:

@@ -106,10 +106,11 @@ async def _sweep(fake: FakeAmili, client_kwargs: dict[str, Any]) -> tuple[list[s
         # 401 after the one refresh and replay
         fake.inject(Fault(kind="revoke_token", path="/cases", method="GET", times=2))
         await expect(AuthenticationError, amili.cases.get(case_id))
-        # the token endpoint down (and the next call sharing the failure)
+        # the token endpoint down for longer than the call's deadline
         fake.revoke_tokens()
-        fake.inject(Fault(kind="token_endpoint_down", status=503, times=1))
-        await expect(ServerError, amili.cases.get(case_id))
+        fake.inject(Fault(kind="token_endpoint_down", status=503))
+        await expect(ServerError, amili.with_options(retry=RetryPolicy.no_delay(deadline=0.5)).cases.get(case_id))
+        fake.clear_faults()
         texts += [repr(amili), str(amili), repr(amili._auth), repr(amili._bind().tokens)]
 
     # a refused login: an API code Amili does not know, signed with a real key

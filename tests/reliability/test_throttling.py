@@ -92,9 +92,8 @@ async def test_429_asking_for_an_hour_raises_rate_limit_error_at_once_without_sl
     assert fake.payments == []
 
 
-async def test_a_429_storm_of_1000_concurrent_calls_all_succeed_within_the_budget_with_jittered_waits(
-    fake, creditor, client_for
-):
+@pytest.mark.parametrize("limiter", [False, None], ids=["no-rate-limiter", "default-rate-limiter"])
+async def test_a_429_storm_of_1000_concurrent_calls_all_succeed_spending_no_budget(fake, creditor, client_for, limiter):
     calls = 1000
     cases = [fake.add_case(creditor.id) for _ in range(calls)]
     waits: list[float] = []
@@ -108,9 +107,9 @@ async def test_a_429_storm_of_1000_concurrent_calls_all_succeed_within_the_budge
         await everyone_throttled.wait()
         await anyio.lowlevel.checkpoint()
 
-    policy = RetryPolicy(sleep=gate, budget_capacity=5.0 * calls)  # room for exactly one retry per call
+    policy = RetryPolicy(sleep=gate)
     results = {}
-    async with client_for(retry=policy) as amili:
+    async with client_for(retry=policy, rate_limiter=limiter) as amili:
         await amili.cases.get(cases[0])  # warm token
         fake.requests.clear()
         fake.inject(Fault(kind="rate_limit", retry_after=1, path="/cases", method="GET", times=calls))
@@ -121,27 +120,34 @@ async def test_a_429_storm_of_1000_concurrent_calls_all_succeed_within_the_budge
         async with anyio.create_task_group() as tg:
             for case in cases:
                 tg.start_soon(one, case)
+        budget = amili._bind().budget
 
     assert sorted(results) == sorted(cases)
     statuses = Counter(r.path for r in fake.requests)
     assert set(statuses.values()) == {2}  # every call: one 429, one success
     assert Counter(r.status for r in fake.requests) == {429: calls, 200: calls}
-    assert len(waits) == calls <= policy.budget_capacity / policy.budget_retry_cost
-    assert all(1 <= w <= 1 + JITTER for w in waits)
-    assert len(set(waits)) > calls * 0.95  # spread by jitter, not one instant
-    assert max(waits) - min(waits) > JITTER / 2
+    assert budget.level == budget.capacity  # throttle waits are not failures: they spend nothing
+    throttle_waits = waits[:calls]  # the calls' own waits; with a limiter, its pacing waits follow
+    assert all(1 <= w <= 1 + JITTER for w in throttle_waits)
+    assert len(set(throttle_waits)) > calls * 0.95  # spread by jitter, not one instant
+    assert max(throttle_waits) - min(throttle_waits) > JITTER / 2
+    if limiter is False:
+        assert len(waits) == calls
 
 
-async def test_a_429_storm_cannot_spend_more_retries_than_the_default_budget(fake, creditor, client_for, sleeps):
-    calls = 1000
+async def test_calls_throttled_for_good_wait_until_their_deadline_then_raise_without_spending_the_budget(
+    fake, creditor, client_for
+):
+    # Eve's bare 429, for ever. Throttling costs time, not attempts: every call keeps waiting (backing off, at
+    # the rate the limiter cut to) until its deadline leaves no room, then raises RateLimitError (nothing applied).
+    calls = 100
     cases = [fake.add_case(creditor.id) for _ in range(calls)]
-    policy = RetryPolicy(sleep=sleeps)
-    budget_retries = int(policy.budget_capacity // policy.budget_retry_cost)  # 100
+    policy = RetryPolicy.no_delay(deadline=30.0)
     errors: list[RateLimitError] = []
     async with client_for(retry=policy) as amili:
         await amili.cases.get(cases[0])  # warm token
         fake.requests.clear()
-        fake.inject(Fault(kind="rate_limit", path="/cases", method="GET"))  # throttled for good
+        fake.inject(Fault(kind="rate_limit", path="/cases", method="GET"))
 
         async def one(case: str) -> None:
             with pytest.raises(RateLimitError) as caught:
@@ -151,10 +157,14 @@ async def test_a_429_storm_cannot_spend_more_retries_than_the_default_budget(fak
         async with anyio.create_task_group() as tg:
             for case in cases:
                 tg.start_soon(one, case)
+        runtime = amili._bind()
 
     assert len(errors) == calls
-    assert sum(e.attempts - 1 for e in errors) == budget_retries == len(sleeps.calls)
-    assert len(fake.requests) == calls + budget_retries  # not 3 x 1000
+    assert all(e.attempts > policy.max_attempts for e in errors)  # throttled attempts do not count
+    assert runtime.budget.level == runtime.budget.capacity
+    assert runtime.limiter.rate is not None and runtime.limiter.rate < 50  # the limiter backed off
+    assert len(fake.requests) == sum(e.attempts for e in errors)
+    assert len(fake.requests) < 15 * calls  # waiting, not hammering
 
 
 async def test_a_persistent_outage_empties_the_budget_then_calls_fail_fast_with_one_attempt(fake, case_id, client_for):

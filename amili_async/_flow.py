@@ -1,0 +1,149 @@
+"""What a waiting call listens to: the client's clock, whether Amili can be reached, whether its run stopped.
+
+- `Clock` is a client's monotonic time, in which a wait counts as passed even when a test's `sleep` skipped
+  it. The rate limiter and every call of the client read it: with `RetryPolicy.no_delay()` their waits take
+  no real time, yet deadlines and rate windows still see them go by (a throttled test neither sleeps nor
+  retries for ever).
+
+- `Reachability` remembers since when Amili has not answered (connect errors, timeouts, a proxy's 502-504):
+  `execute_many(stop_on=...)` stops a run that cannot succeed instead of failing every line slowly.
+- `StopSwitch` is a bulk run's "stop": once thrown, every call of that run that is only *waiting* (for a
+  token, for its turn under the rate limit, for a retry) and has nothing in flight whose fate is unknown ends
+  at once with `NotSentError`. A call whose write may have reached Amili always finishes its reconciliation.
+  The run hands its switch to its calls through a context variable set in its own worker tasks, so nothing
+  is shared between runs or clients.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, TypeVar
+
+import httpx
+
+from .errors import AmiliError, NotSentError
+
+if TYPE_CHECKING:
+    import anyio
+
+    from .transports import Exchange
+
+__all__ = ["CURRENT_STOP", "Clock", "Reachability", "StopSwitch", "interruptible", "watched"]
+
+T = TypeVar("T")
+
+
+class Clock:
+    """Monotonic seconds, plus whatever waits an injected `sleep` returned from early (see the docstring)."""
+
+    def __init__(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        self._default_sleep = sleep
+        self._skew = 0.0
+
+    def now(self) -> float:
+        return time.monotonic() + self._skew
+
+    async def sleep(self, seconds: float, sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
+        target = self.now() + seconds
+        await (sleep or self._default_sleep)(seconds)
+        self._skew = max(self._skew, target - time.monotonic())
+
+
+class Reachability:
+    """Since when Amili has not answered: set by the first failure to reach it, cleared by any real answer."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._down_since: float | None = None
+
+    def answered(self) -> None:
+        self._down_since = None
+
+    def failed(self) -> None:
+        if self._down_since is None:
+            self._down_since = self._clock()
+
+    def down_for(self) -> float:
+        """Seconds since Amili last could not be reached with no answer since (0 while it answers)."""
+        since = self._down_since
+        return 0.0 if since is None else self._clock() - since
+
+
+def watched(exchange: Exchange, reach: Reachability) -> Exchange:
+    """`exchange`, telling `reach` about every answer and every failure to get one."""
+
+    async def send(
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+        timeouts: Mapping[str, float | None],
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        try:
+            answer = await exchange(method, url, headers, body, timeouts)
+        except httpx.TransportError:
+            reach.failed()
+            raise
+        status, answer_headers, _ = answer
+        if status in (502, 503, 504) and "retry-after" not in answer_headers:
+            reach.failed()  # a proxy's page: Amili behind it is not there (a 503 with Retry-After is throttling)
+        else:
+            reach.answered()
+        return answer
+
+    return send
+
+
+class StopSwitch:
+    """A run's stop: `stop(reason)` interrupts its waiting calls (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self.reason: AmiliError | None = None
+        self._waiting: set[anyio.CancelScope] = set()
+
+    def stop(self, reason: AmiliError) -> None:
+        if self.reason is not None:
+            return
+        self.reason = reason
+        for scope in self._waiting:
+            scope.cancel()
+
+    def not_sent(self) -> NotSentError:
+        reason = self.reason
+        error = NotSentError(f"not sent: the run stopped ({reason})", reason=reason)
+        error.__cause__ = reason
+        return error
+
+    @contextmanager
+    def _scope(self) -> Iterator[anyio.CancelScope]:
+        import anyio
+
+        with anyio.CancelScope() as scope:
+            self._waiting.add(scope)
+            try:
+                yield scope
+            finally:
+                self._waiting.discard(scope)
+
+
+CURRENT_STOP: ContextVar[StopSwitch | None] = ContextVar("amili_async_stop", default=None)
+
+
+async def interruptible(wait: Callable[[], Awaitable[T]], *, may_stop: bool = True) -> T:
+    """`await wait()`, unless the run of this call stops first (then `NotSentError`).
+
+    `may_stop` is False while a write of the call may have reached Amili: its fate must be settled first.
+    """
+    switch = CURRENT_STOP.get()
+    if switch is None or not may_stop:
+        return await wait()
+    if switch.reason is not None:
+        raise switch.not_sent()
+    with switch._scope() as scope:
+        result = await wait()
+    if scope.cancel_called:
+        raise switch.not_sent()
+    return result
