@@ -13,10 +13,10 @@ What a waiting call may expect from it:
 - **A refusal is final and shared.** 401/403/422 from the token endpoint, or two freshly issued tokens refused
   in a row (neither ever accepted by Amili), fail every waiting and every new call at once with the same
   `AuthenticationError` until `refusal_cooldown` has passed: one login per cool-down, however many calls.
-- **Many processes** can share one login through a `TokenStore` (see `amili_async.auth.TokenStore`): load
-  first, else take the store's lock and log in, else poll the store briefly for the token another process is
-  fetching. Any failure of the store is logged once and the cache works on locally: a payment never waits on
-  the store. A valid cached token never touches the store.
+- **Many processes** can share one login through a `TokenStore` (see `amili_async.auth.TokenStore` and
+  `_shared_login.py`): load first, else take the store's lock and log in, else wait for the process holding
+  it (or for its lock to expire). Any failure of the store is logged once and the cache works on locally: a
+  payment never waits on the store. A valid cached token never touches the store.
 """
 
 from __future__ import annotations
@@ -26,11 +26,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
 from . import errors
+from ._shared_login import SharedLogin, TokenStore
 from ._wire import TOKEN_PATH
 from .errors import AmiliError, AuthenticationError, TransportError
 
@@ -41,27 +42,6 @@ __all__ = ["Token", "TokenCache", "TokenStore"]
 
 logger = logging.getLogger("amili_async")
 T = TypeVar("T")
-_FAILED: Any = object()  # a store call that raised or timed out
-
-
-class TokenStore(Protocol):
-    """Optional shared backing of a `TokenCache` (a Redis, say): one login for many processes."""
-
-    async def load(self) -> tuple[str, float] | None:
-        """The stored token and the seconds it still lives, or None."""
-        ...
-
-    async def save(self, token: str, lifetime: float) -> None: ...
-
-    async def try_lock(self, ttl: float) -> str | None:
-        """A lock id when this process may log in now (held for at most `ttl` seconds), else None."""
-        ...
-
-    async def unlock(self, lock_id: str) -> None: ...
-
-    async def discard(self, token: str) -> None:
-        """Drop the stored token, but only if it is still `token` (Amili refused it)."""
-        ...
 
 
 @attrs.frozen
@@ -117,11 +97,8 @@ class TokenCache:
         self._backoff = failure_backoff
         self._backoff_cap = failure_backoff_cap
         self._cooldown = refusal_cooldown
-        self._store = store
-        self._store_timeout = store_timeout
-        self._store_wait = store_wait
-        self._store_warned = False
         self._sleep = sleep or anyio.sleep
+        self._shared = None if store is None else SharedLogin(store, timeout, store_timeout, store_wait, self._sleep)
         self._lock = anyio.Lock()
         self._token: Token | None = None
         self._generation = 0
@@ -193,8 +170,8 @@ class TokenCache:
         self._refused_generation = token.generation
         self._expire(token.generation)
         self._refused_value = token.value
-        if self._store is not None:
-            await self._store_call(self._store.discard(token.value))
+        if self._shared is not None:
+            await self._shared.discard(token.value)
         if token.generation <= self._accepted:
             return True  # a token that worked was revoked: renew once
         self._unaccepted_refusals += 1
@@ -346,61 +323,15 @@ class TokenCache:
     # -- the shared store ----------------------------------------------------------------------------------
 
     async def _obtain(self) -> TokenGrant:
-        from .auth import TokenGrant
-
-        store = self._store
-        if store is None or not self._auth.refreshable:
+        if self._shared is None or not self._auth.refreshable:
             return await self._login()
-        found: Any = await self._store_call(store.load())
-        if self._usable(found):
-            return TokenGrant(found[0], found[1])
-        lock_id = await self._store_call(store.try_lock(self._timeout + self._store_wait))
-        if lock_id is None:  # another process is logging in: its token should appear in the store shortly
-            found = await self._poll_store(store)
-            if self._usable(found):
-                return TokenGrant(found[0], found[1])
-        try:
-            grant = await self._login()
-            lifetime = grant.lifetime if grant.lifetime is not None else self._assumed_lifetime
-            await self._store_call(store.save(grant.value, lifetime))
-            return grant
-        finally:
-            if lock_id is not None and lock_id is not _FAILED:
-                await self._store_call(store.unlock(lock_id))
+        return await self._shared.obtain(self._login, self._usable, self._assumed_lifetime)
 
-    def _usable(self, found: Any) -> bool:
-        if found is None or found is _FAILED:
-            return False
+    def _usable(self, found: tuple[str, float]) -> bool:
+        """A stored token worth adopting: not ours (ours is due for renewal), not refused, living on a while."""
         try:
             value, lifetime = found
             current = self._token.value if self._token is not None else None
-            # Only a token other than ours (ours is due for renewal) that lives on for a while.
-            usable = isinstance(value, str) and value not in (self._refused_value, current) and float(lifetime) > 10.0
+            return isinstance(value, str) and value not in (self._refused_value, current) and float(lifetime) > 10.0
         except (TypeError, ValueError):
-            usable = False
-        return usable
-
-    async def _poll_store(self, store: TokenStore) -> Any:
-        from tenacity import AsyncRetrying, retry_if_result, stop_after_delay, wait_exponential
-
-        polling = AsyncRetrying(
-            retry=retry_if_result(lambda found: not self._usable(found) and found is not _FAILED),
-            wait=wait_exponential(multiplier=0.05, max=0.5),
-            stop=stop_after_delay(self._store_wait),
-            retry_error_callback=lambda state: None,  # nobody saved one in time: log in ourselves
-            sleep=self._sleep,
-        )
-        return await polling(lambda: self._store_call(store.load()))
-
-    async def _store_call(self, call: Awaitable[T]) -> T | Any:
-        """`await call`, or `_FAILED` (logged once) when the store raises or is slow: payments never wait on it."""
-        import anyio
-
-        try:
-            with anyio.fail_after(self._store_timeout):
-                return await call
-        except Exception as exc:  # any failure of somebody else's store: fall back to the local cache
-            level = logging.DEBUG if self._store_warned else logging.WARNING
-            self._store_warned = True
-            logger.log(level, "token store failed (%s); using the process-local token cache", type(exc).__name__)
-            return _FAILED
+            return False
