@@ -4,10 +4,11 @@
     python benchmarks/scale_out.py --modes redis --workers 8 --payments 8000 --backend trio
 
 The in-memory Amili is served on loopback (``python -m amili_async.testing serve``) with one limit of
-``--limit`` requests a second per creditor, across all connections, and single-active-token mode on (a new login
-revokes the older tokens). K worker processes start together and each runs ``execute_many`` over its shard of
-the referenced payments. Run once with ``RedisTokenStore`` + ``RedisRateLimiter`` on a throw-away
-redis-server ("redis"), once with each process on its own ("local").
+``--limit`` requests a second per creditor (its account: one API user), across all connections, in Eve's
+style (fixed one-second windows, ``X-RateLimit-*`` headers, a bare 429), and single-active-token mode on (a new
+login revokes the older tokens; ``--many-tokens`` turns it off). K worker processes start together and each
+runs ``execute_many`` over its shard of the referenced payments. Run once with ``RedisTokenStore`` +
+``RedisRateLimiter`` on a throw-away redis-server ("redis"), once with each process on its own ("local").
 
 One JSON object per run on stdout: mode, workers, payments, failed, duplicates, token_requests (as the server
 counted them), wall_s (first start to last finish), ideal_s (payments / limit), rate_fraction (achieved
@@ -59,7 +60,9 @@ async def _work(cfg: dict[str, Any]) -> dict[str, Any]:
         from amili_async.redis import RedisRateLimiter, RedisTokenStore
 
         shared["token_store"] = RedisTokenStore(cfg["redis_url"], base_url=cfg["base_url"], auth=auth)
-        shared["rate_limiter"] = RedisRateLimiter(cfg["redis_url"], base_url=cfg["base_url"], auth=auth)
+        shared["rate_limiter"] = RedisRateLimiter(
+            cfg["redis_url"], base_url=cfg["base_url"], auth=auth, headroom=cfg["headroom"]
+        )
     cases = cfg["cases"]
     when = datetime(2025, 10, 7, 8, 15, tzinfo=timezone.utc)
     mine = range(cfg["shard"], cfg["payments"], cfg["workers"])
@@ -117,7 +120,7 @@ def worker_main(cfg: dict[str, Any]) -> None:
 
 def _start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     argv = [sys.executable, "-m", "amili_async.testing", "serve", "--cases", "100", "--stats"]
-    argv += ["--single-active-token", "--rate-limit", str(args.limit)]
+    argv += ["--rate-limit", str(args.limit)] + ([] if args.many_tokens else ["--single-active-token"])
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=child_env(), cwd=REPO_ROOT)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -138,9 +141,11 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
     from amili_async.testing.redis_server import RedisServer
 
     redis_server = RedisServer().start() if mode == "redis" else None
-    server, info = _start_server(args)
     workers: list[subprocess.Popen[str]] = []
+    server: subprocess.Popen[str] | None = None
+    stats: dict[str, Any] = {}
     try:
+        server, info = _start_server(args)
         start_at = time.time() + args.startup
         for shard in range(args.workers):
             cfg = {
@@ -152,6 +157,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
                 "concurrency": args.concurrency,
                 "backend": args.backend,
                 "start_at": start_at,
+                "headroom": args.headroom,
                 "run": f"{mode}-{os.getpid()}",
             }
             proc = subprocess.Popen(
@@ -171,7 +177,8 @@ def run_mode(args: argparse.Namespace, mode: str) -> dict[str, Any]:
         for proc in workers:
             if proc.poll() is None:
                 proc.kill()
-        stats = _stop_server(server)
+        if server is not None:
+            stats = _stop_server(server)
         if redis_server is not None:
             redis_server.close()
     return _summary(args, mode, results, stats)
@@ -204,6 +211,7 @@ def _summary(args: argparse.Namespace, mode: str, results: list[Any], stats: dic
         "requests": sum(stats.get("statuses", {}).values()),
         "errors": dict(errors),
         "backend": args.backend,
+        "single_active_token": not args.many_tokens,
     }
 
 
@@ -212,10 +220,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--payments", type=int, default=4000)
-    parser.add_argument("--limit", type=float, default=200.0, help="requests per second per creditor")
+    parser.add_argument("--limit", type=int, default=200, help="requests per second per creditor")
     parser.add_argument("--concurrency", type=int, default=64, help="execute_many concurrency per worker")
     parser.add_argument("--modes", default="redis,local", help="comma list of redis, local")
     parser.add_argument("--backend", default="asyncio", choices=["asyncio", "trio"])
+    parser.add_argument("--headroom", type=float, default=0.95, help="RedisRateLimiter(headroom=...)")
+    parser.add_argument("--many-tokens", action="store_true", help="turn single-active-token mode off")
     parser.add_argument("--startup", type=float, default=3.0, help="seconds for the workers to get ready")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per worker")
     args = parser.parse_args(argv)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ._limits import RateLimit
 from .fake import FakeAmili
 from .server import start_server
 
@@ -36,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
         "--single-active-token", action="store_true", help="a new login revokes the account's older tokens"
     )
     serve.add_argument(
+        "--rate-limit", type=int, default=None, metavar="N", help="N requests per second per account (default: none)"
+    )
+    serve.add_argument(
+        "--rate-limit-style", choices=["eve", "retry-after"], default="eve", help="how a refusal reads (see _limits)"
+    )
+    serve.add_argument(
         "--stats", action="store_true", help="on shutdown, print a second JSON line: token requests, statuses, ..."
     )
     return parser
@@ -48,6 +55,8 @@ async def _serve(args: argparse.Namespace) -> None:
         record_requests=False,
         single_active_token=args.single_active_token,
     )
+    if args.rate_limit is not None:
+        fake.rate_limit(RateLimit(args.rate_limit, args.rate_limit_style))
     creditor = fake.add_creditor(name="Benchmark Creditor AB")
     cases = [fake.add_case(creditor.id, capital=Decimal("10000.00")) for _ in range(args.cases)]
     stop = asyncio.Event()
