@@ -35,6 +35,10 @@ class RedisDown(Exception):
     """Redis cannot be used right now; use the local fallback."""
 
 
+class _WrongLoop(Exception):
+    """A redis.asyncio client used outside asyncio (our own message: safe to log)."""
+
+
 class RedisLink:
     """A Redis client (or URL) plus the outage guard. `what` names the user of the link in log lines."""
 
@@ -88,7 +92,7 @@ class RedisLink:
             client = self._async_client()
             return await self._registered(client, text)(keys=list(keys), args=list(args))
         if isinstance(self._source, redis.asyncio.Redis):
-            raise RuntimeError("a redis.asyncio client cannot be used outside asyncio; pass a URL or redis.Redis")
+            raise _WrongLoop("a redis.asyncio client cannot be used outside asyncio: pass a URL or a redis.Redis")
         import anyio.to_thread
 
         client_sync = self._sync_client()
@@ -144,7 +148,7 @@ class RedisLink:
             # The exception's text may quote the URL (and its password): the class name is enough.
             logger.warning(
                 "Redis is unreachable (%s): the %s falls back to this process alone; retrying Redis every %g s",
-                type(exc).__name__,
+                exc if isinstance(exc, _WrongLoop) else type(exc).__name__,
                 self._what,
                 self._recheck,
             )

@@ -132,6 +132,7 @@ class RedisRateLimiter:
         burst: sends that may go out at once.
         headroom: the fraction of a learnt limit to pace at (room for clock jitter at window edges).
         growth: after a cut, the rate grows back by this fraction of its ceiling per second.
+        max_hold: the longest hold (seconds) one answer may put on every process.
         fallback: the local controller used while Redis is unreachable (default: ``AdaptiveRateLimiter()``).
         timeout, recheck, prefix: as for `RedisTokenStore`.
     """

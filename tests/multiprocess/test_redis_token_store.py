@@ -192,3 +192,17 @@ def test_a_sync_client_works_on_both_loops(redis_server: RedisServer):
     run("asyncio", store.aclose)
     assert client.ping()  # ours to close, not the store's
     client.close()
+
+
+def test_an_asyncio_client_on_trio_falls_back_and_says_why(redis_server: RedisServer, caplog: pytest.LogCaptureFixture):
+    import redis.asyncio
+
+    store = RedisTokenStore(redis.asyncio.Redis(unix_socket_path=str(redis_server.socket)), base_url=BASE, identity="c")
+
+    async def main() -> Any:
+        await store.save(TOKEN, 30.0)
+        return await store.load()
+
+    with caplog.at_level(logging.WARNING, logger="amili_async"):
+        assert run("trio", main) is None  # local behaviour, no crash
+    assert "cannot be used outside asyncio" in caplog.text
