@@ -256,8 +256,10 @@ class TokenCache:
             with anyio.CancelScope(shield=True):
                 grant = await self._obtain()
         except AmiliError as exc:
-            self._record_failure(exc)
-            raise
+            shared = self._record_failure(exc)
+            if shared is exc:
+                raise
+            raise shared from exc
         finally:
             # Counted once the attempt is over, so every caller that queued while it ran shares its outcome.
             self._attempts += 1
@@ -299,14 +301,15 @@ class TokenCache:
         self._blocked = None
         return self._token
 
-    def _record_failure(self, error: AmiliError) -> None:
+    def _record_failure(self, error: AmiliError) -> AmiliError:
+        """Remember how a login failed; the error every caller gets for it (a refusal: an AuthenticationError)."""
         kind = _failure_kind(error)
         if kind == "outage":
             self._failures += 1
             self._last_error = error
             delay = min(self._backoff_cap, self._backoff * 2 ** (self._failures - 1))
             self._retry_not_before = self._clock() + delay * random.uniform(0.5, 1.0)
-            return
+            return error
         if kind == "refused" and not isinstance(error, AuthenticationError):
             refused = AuthenticationError(
                 error.message, status_code=error.status_code, issues=error.issues, method=error.method, path=error.path
@@ -314,6 +317,7 @@ class TokenCache:
             refused.__cause__ = error
             error = refused
         self._block(error)
+        return copy.copy(error)
 
     def _block(self, error: AmiliError) -> None:
         self._blocked = self._last_error = error

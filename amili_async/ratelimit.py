@@ -292,12 +292,16 @@ class AdaptiveRateLimiter:
                 return  # the window explains the 429: wait for the next one, no cut
         if self._answered <= self._quiet_until_answered and now - self._cut_at < _QUIET:
             return  # a request sent before the last cut: that cut already answered it
-        # CUBIC's multiplicative decrease, from the best estimate of what the server takes: what it accepted
-        # over the last second, but never less than `beta` x what we sent (when it accepted nothing, that
-        # says nothing about its capacity: a window just ran out, say), nor more than the current rate.
-        measured = max(_rate(_recent(self._accepted, now), now), self._beta * _rate(_recent(self._sends, now), now))
+        # CUBIC's multiplicative decrease, from the best estimate of what the server takes: `beta` x the rate we
+        # sent at (the measured send rate on the first cut), but never below what the server accepted over the
+        # last second: a fixed window that refuses everything until it rolls over must not drive the rate to
+        # nothing, cut after cut.
+        accepted = len(_recent(self._accepted, now)) / _HORIZON
         current = self._cubic_rate(now)
-        w_max = measured if current is None else min(measured, current)
+        ceiling = _rate(_recent(self._sends, now), now) if current is None else current
+        w_max = max(accepted, self._beta * ceiling)
+        if current is not None:
+            w_max = min(w_max, current / self._beta)  # a cut never raises the rate
         self._w_max = max(w_max, self._min_rate / self._beta)
         self._k = (self._w_max * (1 - self._beta) / self._scale) ** (1 / 3)
         self._cut_at = now
