@@ -7,13 +7,15 @@ how long to wait for it, so a send costs one round trip and the processes never 
 - `...:rate:tat`: the theoretical arrival time of the next send (microseconds, Redis clock);
 - `...:rate:hold`: present while the server asked everybody to stop (`Retry-After`, or `X-RateLimit-Remaining: 0`
   until `X-RateLimit-Reset`); no slot is handed out before it expires;
-- `...:rate:state`: the shared rate, its ceiling, when it last changed, and a per-second count of sends.
+- `...:rate:state`: the shared rate, its ceiling, when it last changed, and a per-second count of the answers
+  the server accepted (each process reports its own with its next call: no extra round trip).
 
 Every process feeds it what the server said. `X-RateLimit-Limit` with `X-RateLimit-Reset` teaches the rate
 (limit per window; the window is the gap between two resets of a fixed-window limiter such as Eve's, or at
 first the time left until the reset), paced at `headroom` of it. A 429 sets the hold and cuts the shared rate
-(to 70 %, at most once a second for all processes together; without any known rate, to 70 % of what all
-processes sent in the last second); the rate then grows back by `growth` of its ceiling per second.
+(to 70 %, at most once a second for all processes together; without any known rate, to 70 % of what the
+server accepted from all processes in the last second); the rate then grows back by `growth` of its ceiling
+per second.
 
 Redis unreachable: the limiter logs once and paces this process alone with its local fallback (by default
 `AdaptiveRateLimiter`), which is fed the same answers all along, so it takes over already informed.
@@ -36,22 +38,35 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisRateLimiter"]
 
-# KEYS: tat, hold, state. ARGV: configured rate (0: none), burst, growth. Returns the wait in microseconds.
-_ACQUIRE = """
+# Count the answers the server accepted, per second of Redis's clock (`sec`: this second, `count`: its answers,
+# `prev`: the last second's): what a cut without any known rate starts from. `state`, `now_sec`, `delta` given.
+_COUNT = """
+local function count(state, now_sec, delta)
+  local c = redis.call('HMGET', state, 'sec', 'count', 'prev')
+  if tonumber(c[1]) == now_sec then
+    if delta > 0 then redis.call('HINCRBY', state, 'count', delta) end
+    return math.max(tonumber(c[3]) or 0, (tonumber(c[2]) or 0) + delta)
+  end
+  local prev = 0
+  if tonumber(c[1]) == now_sec - 1 then prev = tonumber(c[2]) or 0 end
+  redis.call('HSET', state, 'sec', now_sec, 'count', delta, 'prev', prev)
+  return math.max(prev, delta)
+end
+"""
+
+# KEYS: tat, hold, state. ARGV: configured rate (0: none), burst, growth, answers accepted since our last call.
+# Returns the wait in microseconds.
+_ACQUIRE = (
+    _COUNT
+    + """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local now = sec * 1000000 + tonumber(t[2])
 local start = now
 local hold = redis.call('PTTL', KEYS[2])
 if hold > 0 then start = now + hold * 1000 end
-local s = redis.call('HMGET', KEYS[3], 'rate', 'ceiling', 'changed', 'learned', 'sec', 'count')
-if tonumber(s[5]) == sec then
-  redis.call('HINCRBY', KEYS[3], 'count', 1)
-else
-  local prev = 0
-  if tonumber(s[5]) == sec - 1 then prev = tonumber(s[6]) or 0 end
-  redis.call('HSET', KEYS[3], 'sec', sec, 'count', 1, 'prev', prev)
-end
+local s = redis.call('HMGET', KEYS[3], 'rate', 'ceiling', 'changed', 'learned')
+if tonumber(ARGV[4]) > 0 then count(KEYS[3], sec, tonumber(ARGV[4])) end
 redis.call('PEXPIRE', KEYS[3], 3600000)
 local rate = tonumber(ARGV[1])
 if s[1] then
@@ -70,6 +85,7 @@ tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
 return math.floor(send_at - now)
 """
+)
 
 # KEYS: state. ARGV: the rate learnt from the server's headers (already with headroom).
 _LEARN = """
@@ -80,26 +96,29 @@ redis.call('PEXPIRE', KEYS[1], 3600000)
 return 1
 """
 
-# KEYS: hold, state. ARGV: hold ms (0: none), cut (1/0), factor, growth, floor, configured rate.
-# Holds only ever lengthen; one cut per second for all processes together.
-_THROTTLED = """
+# KEYS: hold, state. ARGV: hold ms (0: none), cut (1/0), factor, growth, floor, configured rate, answers accepted
+# since our last call. Holds only ever lengthen; one cut per second for all processes together.
+_THROTTLED = (
+    _COUNT
+    + """
 if tonumber(ARGV[1]) > 0 and redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then
   redis.call('SET', KEYS[1], 1, 'PX', ARGV[1])
 end
-if ARGV[2] ~= '1' then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local s = redis.call('HMGET', KEYS[2], 'rate', 'ceiling', 'changed', 'learned', 'prev', 'cut')
-if now - (tonumber(s[6]) or 0) < 1000000 then return 0 end
+local accepted = count(KEYS[2], tonumber(t[1]), tonumber(ARGV[7]))
+if ARGV[2] ~= '1' then return 0 end
+local s = redis.call('HMGET', KEYS[2], 'rate', 'ceiling', 'changed', 'learned', 'cut')
+if now - (tonumber(s[5]) or 0) < 1000000 then return 0 end
 local changed = tonumber(s[3]) or now
 local rate = tonumber(s[1])
 if rate then
   local ceiling = tonumber(s[2]) or rate
   rate = rate + ceiling * tonumber(ARGV[4]) * (now - changed) / 1000000
   if s[4] == '1' and rate > ceiling then rate = ceiling end
-else  -- nothing learnt yet: cut what was configured, else what all processes sent in the last second
+else  -- nothing learnt yet: cut what was configured, else what the server accepted in the last second
   rate = tonumber(ARGV[6])
-  if rate <= 0 then rate = tonumber(s[5]) or 0 end
+  if rate <= 0 then rate = accepted end
   redis.call('HSET', KEYS[2], 'ceiling', rate)
 end
 if rate <= 0 then return 0 end
@@ -108,6 +127,7 @@ redis.call('HSET', KEYS[2], 'rate', rate, 'changed', string.format('%.0f', now),
 redis.call('PEXPIRE', KEYS[2], 3600000)
 return 1
 """
+)
 
 
 def _number(value: str | None) -> float | None:
@@ -128,7 +148,8 @@ class RedisRateLimiter:
         base_url: the Amili base URL of the clients that share the budget.
         auth: the clients' credentials (only a hash of the API code names the keys), or
         scope: any string naming the budget instead (for example one per creditor or per source IP).
-        rate: requests per second to start with, before the server said anything (None: unpaced until then).
+        rate: the server's limit in requests per second, if you know it before it says (None: unpaced until
+            the first answers teach it). Paced, like a learnt one, at `headroom` of it.
         burst: sends that may go out at once.
         headroom: the fraction of a learnt limit to pace at (room for clock jitter at window edges).
         growth: after a cut, the rate grows back by this fraction of its ceiling per second.
@@ -165,7 +186,7 @@ class RedisRateLimiter:
         )
         self._keys = [space + ":rate:tat", space + ":rate:hold", space + ":rate:state"]
         self._link = RedisLink(redis, what="rate budget", timeout=timeout, recheck=recheck)
-        self._rate = rate or 0.0
+        self._rate = (rate or 0.0) * headroom
         self._burst = burst
         self._headroom = headroom
         self._growth = growth
@@ -179,6 +200,8 @@ class RedisRateLimiter:
         self._windows_measured = False
         self._last_reset: float | None = None
         self._published: float | None = None
+        self._accepted = 0  # answers not throttled since our last report to Redis
+        self._hold_until = 0.0  # monotonic: the end of the last hold this process set
 
     def __repr__(self) -> str:
         return f"RedisRateLimiter(key={self._keys[0]!r}, learnt={self._published})"
@@ -195,19 +218,27 @@ class RedisRateLimiter:
     # -- the RateLimiter protocol -------------------------------------------------------------------
 
     async def acquire(self) -> float:
-        """Reserve the next shared slot and wait for it; returns the seconds spent."""
-        started = time.monotonic()
-        try:
-            wait_us = await self._link.script(_ACQUIRE, self._keys, [self._rate, self._burst, self._growth])
-        except RedisDown:
-            await self._fallback.acquire()
-            return time.monotonic() - started
-        wait = int(wait_us) / 1e6
-        if wait > 0:
-            import anyio
+        """Reserve the next shared slot and wait for it; returns the seconds spent.
 
-            await anyio.sleep(wait)
-        return time.monotonic() - started
+        A slot is reserved before the wait, so a hold set meanwhile would not stop it: when the slot falls inside
+        a hold this process set while we waited, it is given up and a new one reserved (after the hold).
+        """
+        started = time.monotonic()
+        while True:
+            accepted, self._accepted = self._accepted, 0
+            args = [self._rate, self._burst, self._growth, accepted]
+            try:
+                wait_us = await self._link.script(_ACQUIRE, self._keys, args)
+            except RedisDown:
+                await self._fallback.acquire()
+                return time.monotonic() - started
+            wait = int(wait_us) / 1e6
+            if wait > 0:
+                import anyio
+
+                await anyio.sleep(wait)
+            if time.monotonic() >= self._hold_until:
+                return time.monotonic() - started
 
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Learn from an answer: the limit in its headers, a throttle (429, 503 with `Retry-After`)."""
@@ -223,19 +254,35 @@ class RedisRateLimiter:
                     return
                 self._published = rate
         throttled = status == 429 or (status == 503 and "retry-after" in headers)
+        if not throttled:
+            self._accepted += 1
         hold: float | None = None
         if throttled:
             hold = retry_after_seconds(headers)
             if hold is None:
-                hold = 1.0 if status == 429 else 0.0
+                hold = self._until_next_window() if status == 429 else 0.0
         elif _number(headers.get("x-ratelimit-remaining")) == 0 and reset_in:
             hold = reset_in
         if not throttled and not hold:
             return
         hold_ms = int(min(hold or 0.0, self._max_hold) * 1000)
         cut = 1 if status == 429 else 0
+        if hold_ms:
+            self._hold_until = max(self._hold_until, time.monotonic() + hold_ms / 1000)
+        accepted, self._accepted = self._accepted, 0
+        args = [hold_ms, cut, 0.7, self._growth, 0.5, self._rate, accepted]
         with contextlib.suppress(RedisDown):  # it is local now
-            await self._link.script(_THROTTLED, self._keys[1:], [hold_ms, cut, 0.7, self._growth, 0.5, self._rate])
+            await self._link.script(_THROTTLED, self._keys[1:], args)
+
+    def _until_next_window(self) -> float:
+        """A bare 429 (Eve's has no header at all): the window's quota is spent; wait for the next one."""
+        if self._last_reset is None or not self._window:
+            return 1.0
+        now = time.time()
+        reset = self._last_reset
+        if reset <= now:
+            reset += math.ceil((now - reset) / self._window) * self._window
+        return min(reset - now, self._window) + 0.05  # a little after: the server's clock may lag ours
 
     def _reset_in(self, value: str | None) -> float | None:
         """Seconds until `X-RateLimit-Reset`; on the way, measure the server's window length."""

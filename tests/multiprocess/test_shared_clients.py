@@ -245,3 +245,55 @@ def test_a_process_dying_mid_login_blocks_the_others_only_until_its_lock_expires
         assert amili.logins == 2
         assert amili.unauthorized == 0
         assert sorted(amili.references()) == sorted(f"S{n}-{i}" for n in range(3) for i in range(5))
+
+
+# -- one rate budget ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    ("style", "known_rate", "max_429"),
+    [
+        ("eve", None, 16),  # learnt from X-RateLimit-*: at most the first burst, before the first answer, is refused
+        ("retry-after", 40, 2),  # no headers to learn from, but the limit is known: paced together from the start
+    ],
+)
+def test_workers_sharing_a_budget_stay_under_the_servers_limit(
+    redis_server: RedisServer, backend: str, style: str, known_rate: int | None, max_429: int
+):
+    """Three 'processes' of 16 concurrent sends each; the server allows 40 a second for all of them together."""
+    from amili_async.testing import RateLimit
+
+    fake = FakeAmili(seed=14)
+    fake.rate_limit(RateLimit(40, style))  # type: ignore[arg-type]
+    creditor = fake.add_creditor()
+    case = fake.add_case(creditor.id, capital="100000")
+    auth = _jwt_auth(creditor)
+
+    async def worker(n: int) -> list[bool]:
+        limiter = RedisRateLimiter(redis_server.url, base_url=fake.BASE_URL, auth=auth, rate=known_rate)
+        async with (
+            limiter,
+            AsyncAmiliClient(
+                auth=auth, base_url=fake.BASE_URL, transport=fake.transport(), rate_limiter=limiter
+            ) as client,
+        ):
+            actions = [payment(case, f"R{n}-{i}", creditor.id) for i in range(40)]
+            return [o.ok async for o in client.execute_many(actions, concurrency=16)]
+
+    async def main() -> list[list[bool]]:
+        results: list[list[bool]] = []
+
+        async def one(n: int) -> None:
+            results.append(await worker(n))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(one, n)
+        return results
+
+    results = run(backend, main)
+    assert all(all(r) for r in results)
+    refs = Counter(p["creditor_payment_reference"] for p in fake.payments)
+    assert len(refs) == 120 and set(refs.values()) == {1}
+    assert fake.statuses[429] <= max_429
