@@ -40,6 +40,10 @@ class AsyncAmiliClient:
     `AMILI_PRIVATE_KEY_FILE`); `base_url` defaults to `AMILI_BASE_URL`, then to the sandbox.
     A client belongs to the event loop it is first used on and to the process it was made in: after
     `fork()` the child builds fresh connections instead of reusing the parent's sockets.
+
+    Flow control (docs/rate-limits.md): `rate_limiter` paces every send of the client (None: an
+    `AdaptiveRateLimiter` of its own; False: no pacing; or any `RateLimiter`), and `token_store` shares one
+    login between processes (a `TokenStore`; None: this process only).
     """
 
     _pipeline: Pipeline

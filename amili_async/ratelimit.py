@@ -97,8 +97,10 @@ def _number(headers: Mapping[str, str], name: str) -> float | None:
 class AdaptiveRateLimiter:
     """The default `RateLimiter`: open at first, then as fast as the server's answers say it may go.
 
-    `beta` is what a cut keeps of the accepted rate (0.7, as TCP CUBIC), `scale` how fast the rate grows back
-    (CUBIC's C), `min_rate` the floor in sends per second, `max_rate` an optional ceiling that holds even
+    `beta` is what a cut keeps of the rate the server could not take (0.7, as TCP CUBIC), `keep` the least a
+    cut keeps of the rate the server accepted over the last second (0.9), `recovery` the seconds the rate takes
+    to grow back after a full `beta` cut (CUBIC's K; the curve scales with the rate, so 2 req/s and 2000 req/s
+    recover alike), `min_rate` the floor in sends per second, `max_rate` an optional ceiling that holds even
     while the limiter is open. `window_guard` is added to every `X-RateLimit-Reset` so a clock a few
     milliseconds apart from the server's never starts a window early. `clock` (monotonic), `wall_clock`
     (epoch seconds, to read `X-RateLimit-Reset`) and `sleep` are injectable; the client's default limiter
@@ -109,7 +111,8 @@ class AdaptiveRateLimiter:
         self,
         *,
         beta: float = 0.7,
-        scale: float = 0.4,
+        keep: float = 0.9,
+        recovery: float = 2.0,
         min_rate: float = 0.5,
         max_rate: float | None = None,
         window_guard: float = 0.05,
@@ -117,12 +120,14 @@ class AdaptiveRateLimiter:
         wall_clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] | None = None,
     ) -> None:
-        if not 0 < beta < 1:
-            raise ValueError("beta must be between 0 and 1")
+        if not 0 < beta < 1 or not 0 < keep < 1:
+            raise ValueError("beta and keep must be between 0 and 1")
         if min_rate <= 0 or (max_rate is not None and max_rate < min_rate):
             raise ValueError("rates must be positive, and max_rate at least min_rate")
         self._beta = beta
-        self._scale = scale
+        self._keep = keep
+        self._recovery = recovery
+        self._scale = 0.0  # CUBIC's C for the current W_max (set by each cut)
         self._min_rate = min_rate
         self._max_rate = max_rate
         self._guard = window_guard
@@ -292,18 +297,21 @@ class AdaptiveRateLimiter:
                 return  # the window explains the 429: wait for the next one, no cut
         if self._answered <= self._quiet_until_answered and now - self._cut_at < _QUIET:
             return  # a request sent before the last cut: that cut already answered it
-        # CUBIC's multiplicative decrease, from the best estimate of what the server takes: `beta` x the rate we
-        # sent at (the measured send rate on the first cut), but never below what the server accepted over the
-        # last second: a fixed window that refuses everything until it rolls over must not drive the rate to
-        # nothing, cut after cut.
+        # CUBIC's multiplicative decrease. `w_max`, the rate the server could not take, is what it accepted over
+        # the last second, or `beta` x the rate we sent at (measured, on the first cut), whichever is more. The
+        # new rate is `beta` x that, but not below `keep` x what the server accepted: a limiter refuses at once,
+        # there is no queue to drain, so going far below what it demonstrably takes only wastes time, and a
+        # fixed window that refuses everything until it rolls over cannot drive the rate to nothing.
         accepted = len(_recent(self._accepted, now)) / _HORIZON
         current = self._cubic_rate(now)
-        ceiling = _rate(_recent(self._sends, now), now) if current is None else current
-        w_max = max(accepted, self._beta * ceiling)
+        sent_at = _rate(_recent(self._sends, now), now) if current is None else current
+        w_max = max(accepted, self._beta * sent_at)
+        rate = max(self._beta * w_max, self._keep * accepted, self._min_rate)
         if current is not None:
-            w_max = min(w_max, current / self._beta)  # a cut never raises the rate
-        self._w_max = max(w_max, self._min_rate / self._beta)
-        self._k = (self._w_max * (1 - self._beta) / self._scale) ** (1 / 3)
+            rate = min(rate, current)  # a cut never raises the rate
+        self._w_max = max(w_max, rate)
+        self._scale = self._w_max * (1 - self._beta) / self._recovery**3
+        self._k = ((self._w_max - rate) / self._scale) ** (1 / 3)
         self._cut_at = now
         self._quiet_until_answered = self._sent
         self._next = min(self._next, now)  # queued sends are re-reserved at the new rate

@@ -196,8 +196,10 @@ class RetryPolicy:
         """Seconds to wait before retry `retry_number` (1-based) of a failure or of a throttled attempt."""
         import random
 
-        if failure.retry_after is not None:  # the server said how long: that, and a little jitter on top
-            return failure.retry_after + random.uniform(0, min(1.0, self.backoff_base))
+        if failure.retry_after is not None:
+            # The server said how long: that, and a little jitter on top (a tenth of it, at most `backoff_base`).
+            # The rate limiter spreads the retries of many calls; the jitter only keeps them off one instant.
+            return failure.retry_after + random.uniform(0, min(0.1 * failure.retry_after, self.backoff_base))
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (retry_number - 1)))
 
     async def run(

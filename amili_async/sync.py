@@ -28,7 +28,7 @@ import sniffio
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from .bulk import Outcome
+from .bulk import Outcome, StopOn
 from .client import AsyncAmiliClient
 from .errors import ClientStateError, ConfigurationError
 from .models.actions import (
@@ -195,7 +195,7 @@ class AmiliClient:
         return result
 
     def execute_many(
-        self, actions: Iterable[Action], *, concurrency: int = 16
+        self, actions: Iterable[Action], *, concurrency: int = 16, stop_on: StopOn | None = None
     ) -> Generator[Outcome[Action], None, None]:
         """Run many actions, at most `concurrency` at once; one `Outcome` per action, in completion order.
 
@@ -203,7 +203,7 @@ class AmiliClient:
         background event loop thread, so it must not call this client. Stop early with `.close()` on the
         returned iterator (or by leaving a `for` loop): the actions still in flight are cancelled.
         """
-        return self._stream(lambda: self._client.execute_many(actions, concurrency=concurrency))
+        return self._stream(lambda: self._client.execute_many(actions, concurrency=concurrency, stop_on=stop_on))
 
     def _stream(self, open_stream: Callable[[], AsyncIterator[T]]) -> Generator[T, None, None]:
         """Drive an async iterator in one task on the loop (it may hold a task group), handing items over."""

@@ -96,20 +96,35 @@ async def test_a_bare_429_when_the_quota_is_nearly_used_up_holds_until_the_windo
     assert await rl.acquire() == pytest.approx(0.5)
 
 
-async def test_without_headers_a_429_cuts_to_beta_times_the_accepted_rate_then_probes_back_up():
+async def test_without_headers_a_429_cuts_to_about_what_the_server_accepted_then_probes_back_up():
     t = Time()
-    rl = limiter(t, beta=0.7)
+    rl = limiter(t, beta=0.7, keep=0.9, recovery=2.0)
     for _ in range(100):  # 100 sends and answers over one second: 100/s accepted
         await rl.acquire()
         await rl.observe(201, {})
         t.now += 0.01
     await rl.observe(429, {})
     cut = rl.rate
-    assert cut is not None and 65 <= cut <= 75
-    t.now += 2.0
-    assert rl.rate is not None and cut < rl.rate < 100  # growing back (concave below the old rate)
-    t.now += 10.0
+    assert cut is not None and 85 <= cut <= 95  # keep x accepted: a limiter has no queue to drain
+    t.now += 1.0
+    assert rl.rate is not None and cut < rl.rate < 100  # growing back, concave below the throttled rate
+    t.now += 3.0
     assert rl.rate is not None and rl.rate > 100  # past it: probing above the rate that was throttled
+
+
+async def test_when_nothing_is_accepted_cuts_are_multiplicative():
+    t = Time()
+    rl = limiter(t, beta=0.5)
+    for _ in range(100):
+        await rl.acquire()
+        t.now += 0.001
+    await rl.observe(429, {})  # the first cut: beta x beta x the measured send rate (1000/s)
+    first = rl.rate
+    assert first is not None and 200 <= first <= 300
+    t.now += 1.5
+    await rl.acquire()
+    await rl.observe(429, {})
+    assert rl.rate is not None and rl.rate <= first * 0.75
 
 
 async def test_one_cut_per_congestion_event():

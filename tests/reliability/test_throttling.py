@@ -19,7 +19,7 @@ from amili_async import RetryPolicy
 from amili_async.errors import RateLimitError, ServerError
 from amili_async.testing import Fault
 
-JITTER = 0.5  # what the default policy adds on top of a server-requested wait: uniform(0, min(1, base))
+JITTER = 0.5  # the most the default policy adds on top of a server-requested wait: uniform(0, min(wait/10, base))
 
 
 async def test_429_with_retry_after_seconds_waits_that_long_and_the_post_is_applied_once(
@@ -128,9 +128,9 @@ async def test_a_429_storm_of_1000_concurrent_calls_all_succeed_spending_no_budg
     assert Counter(r.status for r in fake.requests) == {429: calls, 200: calls}
     assert budget.level == budget.capacity  # throttle waits are not failures: they spend nothing
     throttle_waits = waits[:calls]  # the calls' own waits; with a limiter, its pacing waits follow
-    assert all(1 <= w <= 1 + JITTER for w in throttle_waits)
+    assert all(1 <= w <= 1.1 for w in throttle_waits)  # the server's second, and a tenth of it at most on top
     assert len(set(throttle_waits)) > calls * 0.95  # spread by jitter, not one instant
-    assert max(throttle_waits) - min(throttle_waits) > JITTER / 2
+    assert max(throttle_waits) - min(throttle_waits) > 0.05
     if limiter is False:
         assert len(waits) == calls
 
