@@ -43,9 +43,13 @@ def base_url_from(raw: str | None) -> str:
     raw = raw or os.environ.get("AMILI_BASE_URL") or SANDBOX_URL
     url = httpx.URL(raw)
     if url.scheme not in ("https", "http"):
-        raise ConfigurationError(f"base_url must start with https://, got {raw!r}")
+        raise ConfigurationError(
+            f"base_url must start with https:// (or http://localhost, http://127.0.0.1 for a local server), got {raw!r}"
+        )
     if url.scheme == "http" and url.host not in LOCAL_HOSTS:
-        raise ConfigurationError("base_url must use https:// (plain http is allowed for localhost only)")
+        raise ConfigurationError(
+            "base_url must use https:// (plain http only for a local server: http://localhost, http://127.0.0.1)"
+        )
     if url.userinfo:
         raise ConfigurationError("base_url must not contain a user name or password")
     if url.query or url.fragment:

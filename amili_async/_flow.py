@@ -20,18 +20,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from .errors import AmiliError, NotSentError
+from .errors import AmiliError, NotSentError, TransportError
+from .ratelimit import asks_to_wait
 
 if TYPE_CHECKING:
     import anyio
 
     from .transports import Exchange
 
-__all__ = ["CURRENT_STOP", "Clock", "Reachability", "StopSwitch", "interruptible", "watched"]
+__all__ = ["CURRENT_STOP", "Clock", "Reachability", "StopSwitch", "interruptible", "stop_probe", "watched"]
 
 T = TypeVar("T")
 
@@ -66,6 +67,13 @@ class Reachability:
         if self._down_since is None:
             self._down_since = self._clock()
 
+    def saw(self, status: int, headers: Mapping[str, str]) -> None:
+        """An answer: Amili is there, unless it is a proxy's 502-504 page (a 503 with Retry-After is throttling)."""
+        if status in (502, 503, 504) and not asks_to_wait(headers):
+            self.failed()
+        else:
+            self.answered()
+
     def down_for(self) -> float:
         """Seconds since Amili last could not be reached with no answer since (0 while it answers)."""
         since = self._down_since
@@ -87,11 +95,7 @@ def watched(exchange: Exchange, reach: Reachability) -> Exchange:
         except httpx.TransportError:
             reach.failed()
             raise
-        status, answer_headers, _ = answer
-        if status in (502, 503, 504) and "retry-after" not in answer_headers:
-            reach.failed()  # a proxy's page: Amili behind it is not there (a 503 with Retry-After is throttling)
-        else:
-            reach.answered()
+        reach.saw(answer[0], answer[1])
         return answer
 
     return send
@@ -147,3 +151,23 @@ async def interruptible(wait: Callable[[], Awaitable[T]], *, may_stop: bool = Tr
     if scope.cancel_called:
         raise switch.not_sent()
     return result
+
+
+def stop_probe(connection: Any) -> Callable[[bool, float | None], AmiliError | None]:
+    """`execute_many`'s probe for a client's `Connection`: why a run cannot succeed now (`bulk.StopOn`): the
+    credentials' refusal, or Amili gone for too long; None while neither."""
+
+    def probe(credential_refusal: bool, unreachable_for: float | None) -> AmiliError | None:
+        runtime = connection.runtime
+        if runtime is None:
+            return None
+        refusal, last = runtime.tokens.refusal, runtime.tokens.last_error
+        if credential_refusal and refusal is not None:
+            return refusal  # type: ignore[no-any-return]
+        down = runtime.reach.down_for()
+        if unreachable_for is not None and down >= unreachable_for:
+            detail = f" (last: {last})" if last is not None else ""
+            return TransportError(f"Amili could not be reached for {down:.1f} s{detail}")
+        return None
+
+    return probe

@@ -2,11 +2,8 @@
 
 bind (to the running loop and process) -> get token (shared cache) -> wait for a slot (rate limiter) -> send
 (the transport's exchange) -> show the answer to the limiter -> classify it (retry policy) -> reconcile an
-ambiguous write (the rule of evidence) -> answer or raise.
-
-A call keeps a small `_CallState`: how many sends, how long it waited, and whether a write of it may have
-reached Amili without proof either way. That decides what the deadline's error says (a write that never went
-out is a `TimeoutError`, never "outcome unknown") and whether a stopping bulk run may end it (`_flow.py`).
+ambiguous write (the rule of evidence) -> answer or raise. A `_CallState` per call drives the attempts and
+keeps what they proved (which also decides whether a stopping bulk run may end the call: `_flow.py`).
 
 Resources hold a `Pipeline` and never talk to httpx themselves. A `Pipeline` is its `Settings` (what a view of
 the client may change: timeout, retry policy) plus the `Connection` it shares with every other view of the
@@ -18,12 +15,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import copy
-import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,38 +27,54 @@ import attrs
 import httpx
 import sniffio
 
-from . import serde
-from ._flow import Clock, Reachability, interruptible, watched
+from . import _telemetry, serde
+from ._evidence import (
+    Ambiguous,
+    Identity,
+    Proof,
+    Taken,
+    Unreadable,
+    deadline_error,
+    judge_failure,
+    judge_refusal,
+    of_answer,
+    of_failure,
+)
+from ._flow import CURRENT_STOP, Clock, Reachability, interruptible, watched
+from ._lookups import LookupSupport
+from ._reconcile import Reconciler
+from ._redact import Redactor, describe_query, named
+from ._telemetry import REQUEST_ID_HEADER, Telemetry, path_template
+from ._wire import is_object_id
 from .auth import Auth, Token, TokenCache, TokenEndpoint, TokenStore
 from .errors import (
     AmiliError,
     ClientStateError,
-    OutcomeUnknownError,
     ResponseDecodeError,
-    TimeoutError,
-    TransportError,
     error_for_status,
-    excerpt,
 )
-from .ratelimit import AdaptiveRateLimiter, RateLimiter
-from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, classify_exception, retry_after_seconds
-from .transports import Exchange, build_default_transport, exchange_for, httpx_exchange
+from .ratelimit import AdaptiveRateLimiter, Guarded, RateLimiter, asks_to_wait
+from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, retry_after_seconds
+from .transports import MAX_BODY, Exchange, build_default_transport, exchange_for, httpx_exchange
 
 __all__ = ["ApiResponse", "Call", "Connection", "Pipeline", "Runtime", "Settings"]
 
-logger = logging.getLogger("amili_async")
-
 
 class ApiResponse:
-    """An answer read in full: status, headers, raw body, and the decoded JSON once the pipeline decoded it."""
+    """An answer read in full: status, headers, raw body, and the decoded JSON once the pipeline decoded it.
 
-    __slots__ = ("headers", "payload", "raw", "status")
+    `provenance` is "answer" for Amili's own answer, "fetched" or "found" for a write's record read back after
+    its answer was lost or unreadable (see `_reconcile.py`).
+    """
+
+    __slots__ = ("headers", "payload", "provenance", "raw", "status")
 
     def __init__(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
         self.status = status
         self.headers = headers
         self.raw = raw
         self.payload: Any = None
+        self.provenance = "answer"
 
     def json_or_none(self) -> Any:
         if self.payload is not None:
@@ -84,9 +96,10 @@ class Call:
     params: Mapping[str, str] | None = None
     body: bytes | None = None
     write: bool = False
-    reconcile: Callable[[], Awaitable[Any]] | None = None
+    identity: Identity | None = None
     ok: tuple[int, ...] = (200, 201)
     needs_body: bool = True
+    op: _telemetry.Operation | None = None  # the SDK operation it belongs to: request id, spans, log fields
 
 
 @attrs.frozen
@@ -130,15 +143,21 @@ class Runtime:
         self.own_transport = connection.transport is None and connection.http_client is None
         self.transport: httpx.AsyncBaseTransport | None = None
         if connection.http_client is not None:
-            self.exchange: Exchange = httpx_exchange(connection.http_client)
+            self.exchange: Exchange = httpx_exchange(connection.http_client, connection.max_response_bytes)
         else:
             self.transport = connection.transport or build_default_transport(
                 loop[0], limits=connection.limits, verify=connection.verify, trust_env=connection.trust_env
             )
-            self.exchange = exchange_for(self.transport)
-        self.reach = Reachability()
-        self.exchange = watched(self.exchange, self.reach)
-        endpoint = TokenEndpoint(self.exchange, settings.base_url, settings.headers, settings.timeout_ext)
+            self.exchange = exchange_for(self.transport, connection.max_response_bytes)
+        self.reach = Reachability()  # told by `Pipeline._send` and, through `watched`, by the token endpoint
+        endpoint = TokenEndpoint(
+            watched(self.exchange, self.reach),
+            settings.base_url,
+            settings.headers,
+            settings.timeout_ext,
+            connection.redactor,
+            connection.telemetry,
+        )
         # One clock for the calls, the token cache and the default limiter; it sleeps the way the retry policy
         # does, so `RetryPolicy.no_delay()` keeps tests instant and their deadlines still pass (`_flow.Clock`).
         self.clock = Clock(settings.retry.sleep)
@@ -151,30 +170,10 @@ class Runtime:
             clock=self.clock.now,
             sleep=self.clock.sleep,
         )
-        self.limiter: RateLimiter = connection.rate_limiter or AdaptiveRateLimiter(
-            clock=self.clock.now, sleep=self.clock.sleep
+        self.limiter = Guarded(
+            connection.rate_limiter or AdaptiveRateLimiter(clock=self.clock.now, sleep=self.clock.sleep)
         )
         self.budget: RetryBudget = settings.retry.new_budget()
-        self._limiter_warned = False
-
-    async def acquire(self) -> float:
-        """Wait for a send slot. A limiter that fails (a shared one whose backend is down) never stops a call."""
-        try:
-            return await self.limiter.acquire()
-        except Exception as exc:
-            self._limiter_failed(exc)
-            return 0.0
-
-    async def observe(self, status: int, headers: Mapping[str, str]) -> None:
-        try:
-            await self.limiter.observe(status, headers)
-        except Exception as exc:
-            self._limiter_failed(exc)
-
-    def _limiter_failed(self, exc: Exception) -> None:
-        level = logging.DEBUG if self._limiter_warned else logging.WARNING
-        self._limiter_warned = True
-        logger.log(level, "rate limiter failed (%s); sending without it", type(exc).__name__)
 
 
 @attrs.define(eq=False)
@@ -193,10 +192,14 @@ class Connection:
     trust_env: bool
     token_timeout: float
     assumed_token_lifetime: float
-    rate_limiter: RateLimiter | None = None  # None: a default `AdaptiveRateLimiter` per runtime
-    token_store: TokenStore | None = None
     runtime: Runtime | None = None
     closed: bool = False
+    lookups: LookupSupport = attrs.field(factory=LookupSupport)  # the lists whose reference lookup Amili refused
+    max_response_bytes: int = MAX_BODY  # every answer is read up to this, whatever its framing
+    redactor: Redactor = attrs.field(factory=Redactor)  # the one redaction point of the client
+    telemetry: Telemetry = attrs.field(factory=lambda: Telemetry(None, None))  # request ids, logs, spans, metrics
+    rate_limiter: RateLimiter | None = None  # issue 10: None is a default `AdaptiveRateLimiter` per runtime
+    token_store: TokenStore | None = None  # issue 10: one login shared by several processes
 
     def bind(self, settings: Settings) -> Runtime:
         if self.closed:
@@ -252,76 +255,47 @@ class Pipeline:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         write: bool | None = None,
-        reconcile: Callable[[], Awaitable[Any]] | None = None,
+        identity: Identity | None = None,
         ok: tuple[int, ...] = (200, 201),
         needs_body: bool = True,
+        operation: str | None = None,
+        within: _telemetry.Operation | None = None,
     ) -> ApiResponse:
         """Send one logical request (token, retries, reconciliation, errors).
 
-        `write` defaults to True for anything but GET. `reconcile`, for a write, is called after an
-        ambiguous failure: it returns the record that exists (which then becomes the answer) or None when
-        the write is provably absent (the write is then sent again).
+        `write` defaults to True for anything but GET. `identity`, for a write, says how to find its record
+        again and how to tell it is this write's: with it an ambiguous attempt is reconciled (`_reconcile.py`),
+        without it an ambiguous attempt is an `OutcomeUnknownError`. `operation` names it in spans and logs
+        (never with ids in it; default `amili.request`), unless it runs `within` an operation begun already.
         """
         body = None if json is None else serde.dumps(json)
         is_write = method != "GET" if write is None else write
-        return await self.run(Call(method, path, params, body, is_write, reconcile, ok, needs_body))
+        if within is not None:
+            return await self.run(Call(method, path, params, body, is_write, identity, ok, needs_body, within))
+        telemetry = self.connection.telemetry
+        with _telemetry.begin(telemetry, operation or "amili.request", method, path, write=is_write) as op:
+            return await self.run(Call(method, path, params, body, is_write, identity, ok, needs_body, op))
 
-    async def find_one(self, path: str, where: Mapping[str, Any]) -> Any:
-        """The first document matching `where`, or None when there is none."""
-        params = {"where": serde.dumps(where).decode(), "max_results": "2"}
-        response = await self.run(Call("GET", path, params))
-        payload = response.payload
-        items = payload.get("_items") if isinstance(payload, Mapping) else None
-        if not isinstance(items, list):
-            raise ResponseDecodeError("a list answer without _items", method="GET", path=path)
-        if len(items) > 1:
-            logger.warning("%s: more than one record matches a reference; using the first", path)
-        return items[0] if items else None
-
-    def stop_reason(self, credential_refusal: bool, unreachable_for: float | None) -> AmiliError | None:
-        """Why a bulk run of this client cannot succeed now (see `StopOn`), or None."""
-        runtime = self.connection.runtime
-        if runtime is None:
-            return None
-        refusal = runtime.tokens.refusal
-        if credential_refusal and refusal is not None:
-            return refusal
-        down = runtime.reach.down_for()
-        if unreachable_for is not None and down >= unreachable_for:
-            cause = runtime.tokens.last_error
-            detail = f" (last: {cause})" if cause is not None else ""
-            return TransportError(f"Amili could not be reached for {down:.1f} s{detail}")
-        return None
+    async def _get(self, path: str, params: Mapping[str, str] | None, within: _telemetry.Operation | None) -> Any:
+        """A read through this pipeline (reconciliation's lookups and fetches), as a child of the write."""
+        telemetry = self.connection.telemetry
+        with _telemetry.begin(telemetry, "amili.reconcile", "GET", path, parent=within) as op:
+            return (await self.run(Call("GET", path, params, op=op))).payload
 
     async def run(self, call: Call) -> ApiResponse:
         runtime = self.bind()
         policy = self.settings.retry
-        clock = runtime.clock
-        state = _CallState(clock)
-        describe = f"{call.method} {call.path}"
-
-        async def attempt(number: int) -> ApiResponse:
-            state.attempts = number
-            try:
-                return await self._attempt(runtime, call, state)
-            except Failure as failure:
-                state.throttled = failure.error if failure.kind is FailureKind.THROTTLED else None
-                raise
-
-        async def pause(seconds: float) -> None:
-            await interruptible(lambda: clock.sleep(seconds, policy.sleep), may_stop=not state.unproven)
-
-        def retrying() -> Awaitable[ApiResponse]:
-            return policy.run(attempt, budget=runtime.budget, describe=describe, elapsed=state.elapsed, pause=pause)
-
+        # One object per call carries what its attempts, waits and deadline error need (no closures: every
+        # object a call allocates is work for the garbage collector at high concurrency).
+        state = _CallState(self, runtime, call)
         if policy.deadline is None:
-            return await retrying()
+            return await policy.run(state, budget=runtime.budget)
         if sys.version_info >= (3, 11) and runtime.loop[0] == "asyncio":
             # asyncio's own timeout costs half of an anyio cancel scope per call (benchmarks/README.md).
             deadline = asyncio.timeout(policy.deadline)
             try:
                 async with deadline:
-                    return await retrying()
+                    return await policy.run(state, budget=runtime.budget)
             except builtins.TimeoutError:
                 if not deadline.expired():
                     raise
@@ -329,63 +303,81 @@ class Pipeline:
             import anyio
 
             with anyio.move_on_after(policy.deadline):
-                return await retrying()
-        raise _deadline_error(call, state, policy.deadline, runtime.tokens)
+                return await policy.run(state, budget=runtime.budget)
+        last = runtime.tokens.last_error
+        if state.waiting and last is not None:
+            raise copy.copy(last)  # the token endpoint was down the whole time: say so, as the first caller heard
+        if isinstance(state.throttled, AmiliError) and state.proof is not Proof.NOTHING:
+            raise state.throttled  # still throttled when time ran out (a 429 proves nothing was applied)
+        raise deadline_error(
+            f"no answer within the {policy.deadline:g} s deadline",
+            state.proof if call.write else None,
+            **named(call, state.tried),
+        )
 
-    async def _attempt(self, runtime: Runtime, call: Call, state: _CallState) -> ApiResponse:
+    async def _attempt(self, runtime: Runtime, call: Call, number: int, state: _CallState) -> ApiResponse:
         tokens = runtime.tokens
         try:
             token = tokens.fresh() or await self._token(tokens, state)
-            response = await self._send(runtime, call, token, state)
+            response = await self._send(runtime, call, token, number, state)
             if response.status == 401 and await tokens.refused(token):
                 # Renew once (unless another call already did) and replay once: a 401 is refused before any
                 # processing, so replaying a write is safe. A second 401 is final.
                 token = await self._token(tokens, state)
-                response = await self._send(runtime, call, token, state)
+                response = await self._send(runtime, call, token, number, state)
                 if response.status == 401:
                     await tokens.refused(token)  # two fresh tokens refused in a row: the credentials are refused
-            return self._classify(call, response, state.attempts, token)
-        except _Ambiguous as ambiguous:
-            return await self._reconcile(call, ambiguous, state, runtime.clock)
+            return self._classify(call, response, number, token)
+        except (Ambiguous, Taken, Unreadable) as signal:
+            return await self._reconcile(call, signal, number, state)
 
     async def _token(self, tokens: TokenCache, state: _CallState) -> Token:
         """Wait for a token as long as the call's deadline allows (an outage of the token endpoint)."""
         deadline = self.settings.retry.deadline
         wait = math.inf if deadline is None else max(0.0, deadline - state.elapsed())
-        state.token_wait = True
-        token = await interruptible(lambda: tokens.get(wait), may_stop=not state.unproven)
-        state.token_wait = False
+        state.waiting = True
+        token = await interruptible(lambda: tokens.get(wait), may_stop=state.may_stop)
+        state.waiting = False
         return token
 
-    async def _send(self, runtime: Runtime, call: Call, token: Token, state: _CallState) -> ApiResponse:
+    async def _send(self, runtime: Runtime, call: Call, token: Token, number: int, state: _CallState) -> ApiResponse:
         settings = self.settings
-        headers = [*settings.headers, ("X-API-Key", token.value)]
+        op = call.op  # the same request id on every attempt of the call
+        request_id = op.request_id if op is not None else _telemetry.new_request_id()
+        headers = [*settings.headers, ("X-API-Key", token.value), (REQUEST_ID_HEADER, request_id)]
         if call.body is not None:
             headers.append(("Content-Type", "application/json"))
         url = settings.base_url + call.path
         if call.params:
             url += "?" + urlencode(call.params)
-        await interruptible(runtime.acquire, may_stop=not state.unproven)
-        state.unproven = call.write
-        number = state.attempts
+        if CURRENT_STOP.get() is None:  # the common case: no bulk run that could stop this call
+            await runtime.limiter.acquire()
+        else:
+            await interruptible(runtime.limiter.acquire, may_stop=state.may_stop)
         started = time.monotonic()
+        if call.write:
+            state.proof = Proof.NOTHING  # from here until an answer (or its absence) proves otherwise
         try:
             status, response_headers, raw = await runtime.exchange(
                 call.method, url, headers, call.body, settings.timeout_ext
             )
         except httpx.TransportError as exc:
-            _log(call, None, number, started, exc)
-            failure = _transport_failure(call, exc, number)
-            if not isinstance(failure, _Ambiguous):
-                state.unproven = False  # never reached Amili (or a read): nothing to settle
-            raise failure from exc
-        _log(call, status, number, started)
-        await runtime.observe(status, response_headers)
-        if status in (401, 429):
-            state.unproven = False  # refused before any processing
-        elif status < 500:
-            runtime.tokens.accepted(token)
-        return ApiResponse(status, response_headers, raw)
+            runtime.reach.failed()
+            _telemetry.attempt(op, number, started, None, None, exc)  # telemetry: one call per exchange
+            if call.write:
+                state.proof = of_failure(exc).proves
+            text = self.connection.redactor.transport_error(exc, token.value, call.params)  # `exc` is not kept
+            failure = judge_failure(exc, text, write=call.write, **named(call, number))
+        else:
+            _telemetry.attempt(op, number, started, status, response_headers)  # telemetry: one call per exchange
+            if call.write:
+                state.proof = of_answer(status).proves
+            await runtime.limiter.observe(status, response_headers)
+            runtime.reach.saw(status, response_headers)
+            if status < 500 and status not in (401, 429):
+                runtime.tokens.accepted(token)
+            return ApiResponse(status, response_headers, raw)
+        raise failure  # outside the `except`: an httpx exception holds the request and its X-API-Key
 
     def _classify(self, call: Call, response: ApiResponse, number: int, token: Token) -> ApiResponse:
         status = response.status
@@ -396,140 +388,103 @@ class Pipeline:
                 not call.write and not response.raw.strip() and (status == 204 or 206 in call.ok)
             ):
                 return response
-            try:
-                response.payload = serde.loads(response.raw)
-            except ValueError:
-                message = f"answered {status} but the body is not JSON: {excerpt(response.raw)!r}"
-                if call.write:
-                    raise _Ambiguous(message) from None
-                decode_error = ResponseDecodeError(
-                    message, status_code=status, method=call.method, path=call.path, attempts=number
+            decoded, response.payload = serde.try_loads_document(response.raw)  # money exact, scale kept
+            if not decoded:
+                redactor = self.connection.redactor
+                shown = redactor.unreadable(response.raw, token.value, call.params)
+                message = f"answered {status} but the body is not JSON: {shown!r}"
+                if call.write:  # a 2xx: applied, whatever the body says
+                    raw = redactor.answer(response.raw, token.value, call.params)
+                    raise Unreadable(message, status, response.headers, raw)
+                raise Failure(
+                    ResponseDecodeError(message, status_code=status, **named(call, number)), FailureKind.AMBIGUOUS
                 )
-                raise Failure(decode_error, FailureKind.AMBIGUOUS) from None
+            if call.write and not (isinstance(response.payload, Mapping) and is_object_id(response.payload.get("_id"))):
+                message = f"answered {status} without the record's _id"
+                raise Unreadable(message, status, response.headers, response.raw)
             return response
-        secret = token.value.encode()
-        if len(secret) >= 8 and secret in response.raw:  # an echoed token must not reach our errors
-            response = ApiResponse(status, response.headers, response.raw.replace(secret, b"***"))
+        raw = self.connection.redactor.answer(response.raw, token.value, call.params)  # no echo survives
+        response = ApiResponse(status, response.headers, raw)
         payload = response.json_or_none()
         retry_after = retry_after_seconds(response.headers) if status in (429, 503) else None
         error = error_for_status(
             status,
             payload,
             response.raw,
-            method=call.method,
-            path=call.path,
             retry_after=retry_after,
-            attempts=number,
+            **named(call, number),
         )
-        if status == 429:
-            raise Failure(error, FailureKind.THROTTLED, retry_after)
-        if status == 503 and _asks_to_wait(response.headers):  # a server that says when: throttling
-            if call.write:
-                raise _Ambiguous("Amili answered 503 and asked to wait", error, wait=retry_after or 0.0)
-            raise Failure(error, FailureKind.THROTTLED, retry_after)
-        if status in (500, 502, 503, 504):
-            if call.write:
-                raise _Ambiguous(f"Amili answered {status}", error)
-            raise Failure(error, FailureKind.AMBIGUOUS, retry_after)
-        if status == 409 and call.write and call.reconcile is not None:
-            raise _Ambiguous("Amili answered 409 Conflict", error)
-        raise error
+        key = call.identity.key if call.identity else None
+        raise judge_refusal(error, retry_after, write=call.write, key=key, says_when=asks_to_wait(response.headers))
 
-    async def _reconcile(self, call: Call, ambiguous: _Ambiguous, state: _CallState, clock: Clock) -> ApiResponse:
-        """After a write whose answer was lost: find the record, or prove it absent, or give up honestly."""
-        where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=state.attempts)
-        if call.reconcile is None:
-            raise OutcomeUnknownError(
-                f"{ambiguous}; the write may or may not have been applied, and it carries no reference to check it by",
-                **where,
-            ) from ambiguous.error
+    async def _reconcile(
+        self, call: Call, signal: Ambiguous | Taken | Unreadable, number: int, state: _CallState
+    ) -> ApiResponse:
+        """Prove what became of the write (see `_reconcile.py`): its record, a resend, or an honest error."""
+        if isinstance(signal, Taken):
+            state.proof = Proof.NOTHING  # an earlier attempt (or an earlier run) may hold the reference
         policy = self.settings.retry
-        wait = ambiguous.wait
+        wait = signal.wait if isinstance(signal, Ambiguous) and call.identity is not None else None
         if wait is not None and (policy.deadline is None or state.elapsed() + wait < policy.deadline):
-            await clock.sleep(wait, policy.sleep)  # the server asked for it; the lookup is the surer for it too
-        try:
-            found = await call.reconcile()
-        except AmiliError as exc:
-            raise OutcomeUnknownError(
-                f"{ambiguous}; looking the write up to see whether it was applied failed too ({exc})", **where
-            ) from exc
-        if found is not None:
-            logger.info("%s %s: %s; found the record it created, using it", call.method, call.path, ambiguous)
-            response = ApiResponse(200, {}, b"")
-            response.payload = found
-            return response
-        if ambiguous.error is not None and ambiguous.error.status_code == 409:
-            raise ambiguous.error
-        logger.info("%s %s: %s; verified not applied, safe to send again", call.method, call.path, ambiguous)
-        state.unproven = False
-        error = ambiguous.error or TransportError(str(ambiguous), **where)
-        error.message = f"{error.message} (verified not applied)"
-        if wait is not None:  # already waited: send again at once, without spending an attempt
-            raise Failure(error, FailureKind.THROTTLED, 0.0)
-        raise Failure(error, FailureKind.NOT_SENT)
+            await state.runtime.clock.sleep(wait, policy.sleep)  # the server asked for it (a 503 with Retry-After)
+
+        def get(path: str, params: Mapping[str, str] | None) -> Any:
+            return self._get(path, params, call.op)  # telemetry: lookups are children of the write's operation
+
+        reconciler = Reconciler(
+            get, policy, state.deadline_at, call.method, call.path, call.identity, self.connection.lookups
+        )
+        recovered = await reconciler.settle(signal, number)
+        if recovered is None:  # proven absent: the write may be sent again
+            state.proof = Proof.NOT_APPLIED
+            if wait is not None:  # throttling, already waited: send again at once, spending no attempt
+                raise Failure(reconciler.absent_error(signal, number), FailureKind.THROTTLED, 0.0)
+            raise Failure(reconciler.absent_error(signal, number), FailureKind.NOT_SENT)
+        response = ApiResponse(200, {}, b"")
+        response.payload, response.provenance = recovered.record, recovered.provenance
+        return response
 
 
 class _CallState:
-    """What one call has done so far (see the module docstring)."""
+    """One call: its attempts for the retry policy (`retry.Attempts`), and what they proved so far. Every
+    resend happens only after the attempts before it proved not applied."""
 
-    __slots__ = ("attempts", "clock", "started", "throttled", "token_wait", "unproven")
+    __slots__ = ("call", "deadline_at", "pipeline", "proof", "runtime", "started", "throttled", "tried", "waiting")
 
-    def __init__(self, clock: Clock) -> None:
-        self.attempts = 0  # sends started
-        self.clock = clock
-        self.started = clock.now()
-        self.unproven = False  # a write of this call may have reached Amili, and nothing proved otherwise yet
-        self.token_wait = False
+    def __init__(self, pipeline: Pipeline, runtime: Runtime, call: Call) -> None:
+        self.pipeline = pipeline
+        self.runtime = runtime
+        self.call = call
+        self.started = runtime.clock.now()
+        deadline = pipeline.settings.retry.deadline
+        self.deadline_at = None if deadline is None else time.monotonic() + deadline  # `_reconcile`'s clock
+        self.proof: Proof | None = None  # what the write's attempts prove so far (None: nothing sent yet)
+        self.tried = 0  # attempts started
+        self.waiting = False  # for a token
         self.throttled: Exception | None = None  # the last attempt was throttled: this says how
+
+    @property
+    def describe(self) -> str:
+        call = self.call
+        return f"{call.method} {path_template(call.path)}{describe_query(call.params)}"  # no ids, no values
+
+    @property
+    def may_stop(self) -> bool:
+        """A stopping bulk run may end the call now: nothing of it may have reached Amili unproven."""
+        return self.proof is None or self.proof is Proof.NOT_APPLIED
+
+    async def attempt(self, number: int) -> ApiResponse:
+        self.tried = number
+        try:
+            return await self.pipeline._attempt(self.runtime, self.call, number, self)
+        except Failure as failure:
+            self.throttled = failure.error if failure.kind is FailureKind.THROTTLED else None
+            raise
+
+    async def pause(self, seconds: float) -> None:
+        sleep = self.pipeline.settings.retry.sleep
+        await interruptible(lambda: self.runtime.clock.sleep(seconds, sleep), may_stop=self.may_stop)
 
     def elapsed(self) -> float:
         """Seconds since the call started, on the client's clock (waits a test's sleep skipped included)."""
-        return self.clock.now() - self.started
-
-
-def _deadline_error(call: Call, state: _CallState, deadline: float, tokens: TokenCache) -> AmiliError:
-    message = f"no answer within the {deadline:g} s deadline"
-    where: dict[str, Any] = dict(method=call.method, path=call.path, attempts=state.attempts)
-    if call.write and state.unproven:
-        return OutcomeUnknownError(message, **where)
-    last = tokens.last_error
-    if state.token_wait and last is not None:
-        return copy.copy(last)  # the token endpoint was down the whole time: say so, as the first caller heard
-    if isinstance(state.throttled, AmiliError):
-        return state.throttled  # still throttled when time ran out (a 429 proves nothing was applied)
-    if call.write:
-        message = f"{message}; the write was not applied"  # it never went out, or Amili refused it
-    return TimeoutError(message, **where)
-
-
-def _asks_to_wait(headers: Mapping[str, str]) -> bool:
-    return "retry-after" in headers or "retry-after-ms" in headers
-
-
-def _log(call: Call, status: int | None, number: int, started: float, exc: BaseException | None = None) -> None:
-    if logger.isEnabledFor(logging.DEBUG):
-        elapsed = (time.monotonic() - started) * 1000
-        outcome = status if exc is None else type(exc).__name__
-        logger.debug("%s %s -> %s attempt=%d elapsed_ms=%.1f", call.method, call.path, outcome, number, elapsed)
-
-
-def _transport_failure(call: Call, exc: httpx.TransportError, number: int) -> Exception:
-    kind = classify_exception(exc)
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    if kind is FailureKind.AMBIGUOUS and call.write:
-        return _Ambiguous(f"{text} (after the request was sent)")
-    is_timeout = isinstance(exc, httpx.TimeoutException)
-    error = (TimeoutError if is_timeout else TransportError)(text, method=call.method, path=call.path, attempts=number)
-    return error if kind is FailureKind.FATAL else Failure(error, kind)
-
-
-class _Ambiguous(Exception):
-    """A write that may or may not have been applied; the pipeline reconciles or reports it unknown.
-
-    `wait`: the server asked to wait that long (a 503 with `Retry-After`) before anything is tried again.
-    """
-
-    def __init__(self, message: str, error: AmiliError | None = None, *, wait: float | None = None) -> None:
-        super().__init__(message)
-        self.error = error
-        self.wait = wait
+        return self.runtime.clock.now() - self.started

@@ -25,8 +25,8 @@ import copy
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, TypeVar
 
 import attrs
 
@@ -35,13 +35,29 @@ from ._shared_login import SharedLogin, TokenStore
 from ._wire import TOKEN_PATH
 from .errors import AmiliError, AuthenticationError, TransportError
 
-if TYPE_CHECKING:
-    from .auth import Auth, TokenGrant, TokenSender
-
-__all__ = ["Token", "TokenCache", "TokenStore"]
+__all__ = ["Auth", "Token", "TokenCache", "TokenGrant", "TokenSender", "TokenStore"]
 
 logger = logging.getLogger("amili_async")
 T = TypeVar("T")
+# (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
+TokenSender = Callable[[str, str, Mapping[str, str], bytes | None], Awaitable[tuple[int, Mapping[str, str], bytes]]]
+
+
+@attrs.frozen
+class TokenGrant:
+    """What a provider obtained: the token and, when known, how many seconds it lives."""
+
+    value: str = attrs.field(repr=False)
+    lifetime: float | None = None
+
+
+class Auth(Protocol):
+    """A way to obtain access tokens (`amili_async.auth` has three). `refreshable` is False for a token that
+    cannot be renewed."""
+
+    refreshable: bool
+
+    async def fetch(self, send: TokenSender) -> TokenGrant: ...
 
 
 @attrs.frozen
@@ -278,7 +294,7 @@ class TokenCache:
         except TimeoutError:
             raise errors.TimeoutError(
                 f"could not obtain an access token: the token endpoint did not answer within {self._timeout} s",
-                method="GET",
+                method=getattr(self._auth, "login_method", "GET"),  # issue 11: POST for ApiCodeAuth
                 path=TOKEN_PATH,
             ) from None
 

@@ -14,7 +14,8 @@ The token endpoint's answer is not documented. We accept a JSON object with the 
 `access_token` or `accessToken` (or a bare JSON string / plain-text token), and its lifetime from `expires_in`
 (seconds), `expires` / `expires_at` / `exp` (RFC 1123, ISO 8601 or epoch seconds), or the token's own JWT `exp`
 claim; failing all of those we assume `assumed_lifetime` seconds (5 minutes by default). Expiry is tracked on
-the monotonic clock, so a wrong wall clock cannot cause a refresh loop.
+the monotonic clock, so a wrong wall clock cannot cause a refresh loop. A server clock far from ours moves the
+login JWT's `exp`, and the answer's absolute expiry times, onto the server's clock (see `_clock`).
 
 `TokenCache` (in `_tokens.py`, re-exported here with `Token` and the `TokenStore` protocol) is the cache every
 call of a client shares: one login at a time, early renewal that never fails a call while the cached token is
@@ -26,13 +27,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import errors, serde
+from . import _telemetry, errors, serde
+from ._clock import ServerClock, server_now
+from ._redact import Redactor
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
 
 if TYPE_CHECKING:
@@ -50,29 +52,10 @@ __all__ = [
     "TokenStore",
 ]
 
-from ._tokens import Token, TokenCache, TokenStore
+from ._tokens import Auth, Token, TokenCache, TokenGrant, TokenSender, TokenStore
 from ._wire import JWT_ALGORITHMS, TOKEN_PATH
 
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
-
-# (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
-TokenSender = Callable[[str, str, Mapping[str, str], bytes | None], Awaitable[tuple[int, Mapping[str, str], bytes]]]
-
-
-@attrs.frozen
-class TokenGrant:
-    """What a provider obtained: the token and, when known, how many seconds it lives."""
-
-    value: str = attrs.field(repr=False)
-    lifetime: float | None = None
-
-
-class Auth(Protocol):
-    """A way to obtain access tokens. `refreshable` is False for a token that cannot be renewed."""
-
-    refreshable: bool
-
-    async def fetch(self, send: TokenSender) -> TokenGrant: ...
 
 
 def _api_code(value: Any) -> str:
@@ -101,6 +84,7 @@ class ApiCodeJwtAuth:
     jwt_lifetime: float = 600.0
     refreshable: bool = attrs.field(default=True, init=False)
     _signing_key: Any = attrs.field(default=None, init=False)
+    clock: ServerClock = attrs.field(factory=ServerClock, init=False)  # the server's, as learned (issue 16)
 
     def __attrs_post_init__(self) -> None:
         if self.algorithm not in JWT_ALGORITHMS:
@@ -113,12 +97,15 @@ class ApiCodeJwtAuth:
     def signed_jwt(self) -> str:
         import jwt  # PyJWT, imported only when a token is needed
 
-        claims = {"api_code": self.api_code, "exp": int(time.time() + self.jwt_lifetime)}
+        claims = {"api_code": self.api_code, "exp": self.clock.expiry(self.jwt_lifetime)}
         return jwt.encode(claims, self._signing_key, algorithm=self.algorithm)
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
-        headers = {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}
-        return parse_token_answer(await send("GET", TOKEN_PATH, headers, None))
+        answer = await send("GET", TOKEN_PATH, {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}, None)
+        if self.clock.learn(answer[1]) and 400 <= answer[0] < 500:  # refused by a clock far from ours (issue 16):
+            answer = await send("GET", TOKEN_PATH, {"X-API-Key": self.signed_jwt(), "Accept": "application/json"}, None)
+            self.clock.learn(answer[1])  # ... signed again, once, on the server's clock
+        return parse_token_answer(answer)
 
 
 def _load_private_key(key: Any, algorithm: str) -> Any:
@@ -153,6 +140,7 @@ _CURVE_FOR = {"ES256": "secp256r1", "ES384": "secp384r1", "ES512": "secp521r1"}
 class ApiCodeAuth:
     """`POST /authenticates/api-code` with the API code in the body (static-IP accounts)."""
 
+    login_method = "POST"  # how its errors name the login (issue 11)
     api_code: str = attrs.field(converter=_api_code)
     refreshable: bool = attrs.field(default=True, init=False)
 
@@ -162,7 +150,7 @@ class ApiCodeAuth:
     async def fetch(self, send: TokenSender) -> TokenGrant:
         body = serde.dumps({"api_code": self.api_code})
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        return parse_token_answer(await send("POST", TOKEN_PATH, headers, body))
+        return parse_token_answer(await send(self.login_method, TOKEN_PATH, headers, body), self.login_method)
 
 
 @attrs.define(repr=False)
@@ -192,20 +180,24 @@ _TOKEN_KEYS = ("token", "access_token", "accessToken")
 _EXPIRY_KEYS = ("expires", "expires_at", "exp", "expiry")
 
 
-def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGrant:
-    status, _headers, raw = answer
+def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes], method: str = "GET") -> TokenGrant:
+    """The answer of the login (`method`: GET, or POST for `ApiCodeAuth`) -> a grant, or its error.
+
+    The token endpoint's door has scrubbed an error answer of the JWT and the API code (issue 11)."""
+    status, headers, raw = answer
     if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
-        err = error_for_status(status, payload, raw, method="GET", path=TOKEN_PATH)
+        err = error_for_status(status, payload, raw, method=method, path=TOKEN_PATH)
         err.message = f"could not obtain an access token: {err.message}"
         raise err
     payload = _json_or_none(raw)
     is_json = payload is not None or raw.strip() == b"null"
     token: Any = None
     lifetime: float | None = None
+    now = server_now(headers)  # absolute expiry times are on the server's clock (issue 16)
     if isinstance(payload, Mapping):
         token = next((payload[k] for k in _TOKEN_KEYS if isinstance(payload.get(k), str)), None)
-        lifetime = _lifetime(payload)
+        lifetime = _lifetime(payload, now)
     elif isinstance(payload, str):
         token = payload
     elif not is_json and raw.strip() and b"{" not in raw:
@@ -214,11 +206,12 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes]) -> TokenGra
         raise ResponseDecodeError(
             "the token endpoint answered without a token (body not shown)",
             status_code=status,
+            method=method,
             path=TOKEN_PATH,
         )
     check_token_text(token, ResponseDecodeError)
     if lifetime is None:
-        lifetime = _jwt_lifetime(token)
+        lifetime = _jwt_lifetime(token, now)
     if lifetime is not None and lifetime <= 0:
         lifetime = None
     return TokenGrant(token, lifetime)
@@ -231,7 +224,7 @@ def _json_or_none(raw: bytes) -> Any:
         return None
 
 
-def _lifetime(payload: Mapping[str, Any]) -> float | None:
+def _lifetime(payload: Mapping[str, Any], now: float) -> float | None:
     expires_in = payload.get("expires_in")
     if isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool):
         return float(expires_in)
@@ -241,28 +234,26 @@ def _lifetime(payload: Mapping[str, Any]) -> float | None:
             continue
         try:
             if isinstance(value, (int, float)):
-                return float(value) - time.time()
-            return (serde.parse_datetime(value) - datetime.now(timezone.utc)).total_seconds()
+                return float(value) - now
+            return serde.parse_datetime(value).timestamp() - now
         except (ValueError, KeyError, IndexError):
             continue
     return None
 
 
-def _jwt_lifetime(token: str) -> float | None:
+def _jwt_lifetime(token: str, now: float) -> float | None:
     """Seconds until the token's own `exp`, when it is a JWT (read, not verified: it is Amili's business)."""
-    import base64
+    if token.count(".") != 2:
+        return None
+    import jwt  # PyJWT, already loaded by whoever signed the login
 
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        body = parts[1] + "=" * (-len(parts[1]) % 4)
-        claims = serde.loads(base64.urlsafe_b64decode(body))
-        exp = claims.get("exp") if isinstance(claims, dict) else None
-    except ValueError:
+        claims = jwt.decode(token, options={"verify_signature": False, "verify_exp": False})
+    except jwt.PyJWTError:
         return None
+    exp = claims.get("exp")
     if isinstance(exp, (int, float)) and not isinstance(exp, bool):
-        return float(exp) - time.time()
+        return float(exp) - now
     return None
 
 
@@ -278,6 +269,8 @@ class TokenEndpoint:
     base_url: str
     headers: tuple[tuple[str, str], ...]
     timeout_ext: Mapping[str, float | None]
+    redactor: Redactor = attrs.field(factory=Redactor)  # issue 11: the client's one redaction point
+    telemetry: _telemetry.Telemetry | None = None  # a token request is a span, a metric and a log record too
 
     async def __call__(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
@@ -287,8 +280,17 @@ class TokenEndpoint:
         own = {name.lower() for name in headers}
         sent = [(name, value) for name, value in self.headers if name.lower() not in own]
         sent.extend(headers.items())
+        self.redactor.remember(headers.get("X-API-Key", ""))  # the signed login JWT is a secret from now on
+        started = time.monotonic()
         try:
-            return await self.exchange(method, self.base_url + path, sent, body, self.timeout_ext)
+            status, answer_headers, raw = await self.exchange(
+                method, self.base_url + path, sent, body, self.timeout_ext
+            )
         except httpx.TransportError as exc:
+            _telemetry.token_request(self.telemetry, method, path, started, None, exc)
             kind = errors.TimeoutError if isinstance(exc, httpx.TimeoutException) else errors.TransportError
-            raise kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path) from None
+            error = kind(f"could not reach the token endpoint: {type(exc).__name__}", method=method, path=path)
+        else:  # an error answer may echo the JWT or the API code: scrubbed before anything is built from it
+            _telemetry.token_request(self.telemetry, method, path, started, status, None)
+            return status, answer_headers, raw if 200 <= status < 300 else self.redactor.scrub_answer(raw)
+        raise error  # outside the `except`: not chained to an exception that holds the request

@@ -1,7 +1,10 @@
 """`execute_many`: many actions, bounded concurrency, one outcome per action, flat memory.
 
-A fixed pool of `concurrency` workers pulls actions from the (sync or async) iterable one at a time, so at
-most `concurrency` actions are in memory or in flight, whatever the length of the input. Every action pulled
+Actions are pulled from the (sync or async) iterable one at a time, each only once a concurrency slot is free,
+so at most `concurrency` actions talk to Amili at once, whatever the length of the input. An action whose
+answer was lost and that waits out its settle window (see `docs/errors-and-retries.md`) gives its slot back for
+the wait, so a storm of ambiguous failures slows only the actions it hit; at most `SETTLING_PER_SLOT` such
+waiting actions per slot are alive at once, so memory stays flat. Every action pulled
 produces exactly one `Outcome` (its receipt, or the error it raised), yielded in completion order and
 numbered by its position in the input. Errors of actions never stop the run; only cancellation does. If the
 input iterable itself raises, no new action is started, the ones in flight finish and yield their outcomes,
@@ -21,9 +24,12 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 import attrs
-from anyio.abc import ObjectSendStream
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
+from . import _slots
 from ._flow import CURRENT_STOP, StopSwitch
+from ._slots import Slot
 from .errors import AmiliError, AuthenticationError, NotSentError, TransportError
 
 __all__ = ["Outcome", "StopOn", "run_many"]
@@ -45,6 +51,11 @@ class Outcome(Generic[A]):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+# How many actions may wait out a settle window (without a slot) per unit of concurrency: enough that a storm of
+# ambiguous failures does not stall the batch, bounded so that memory stays flat whatever the input's length.
+SETTLING_PER_SLOT = 8
 
 
 # -- stopping a run that cannot succeed (issue 10) ------------------------------------------------------------
@@ -99,10 +110,11 @@ async def run_many(
 
         raise fail("concurrency", f"must be a positive int, got {concurrency!r}")
     source = _numbered(actions)
-    pull_lock = anyio.Lock()
     input_failed: list[Exception] = []
+    slots = anyio.Semaphore(concurrency)  # actions talking to Amili
+    room = anyio.Semaphore(concurrency * (1 + SETTLING_PER_SLOT))  # actions alive: talking, settling, reporting
     send, receive = anyio.create_memory_object_stream[Outcome[A]](concurrency)
-    switch = StopSwitch() if stop_on is not None and probe is not None else None
+    switch = StopSwitch() if stop_on is not None and probe is not None else None  # issue 10
 
     def check() -> None:
         if switch is None or switch.reason is not None:
@@ -118,42 +130,64 @@ async def run_many(
             check()
             await anyio.sleep(0.1)
 
-    async def worker(out: ObjectSendStream[Outcome[A]]) -> None:
-        if switch is not None:
-            CURRENT_STOP.set(switch)  # this worker task's calls can be stopped (see `_flow.py`)
+    async def run_one(index: int, action: A, slot: Slot, out: MemoryObjectSendStream[Outcome[A]]) -> None:
+        async with out:
+            _slots.current.set(slot)  # this task's own context: reconciliation steps out of it to settle
+            if switch is not None:
+                CURRENT_STOP.set(switch)  # this task's calls can be stopped while they only wait (`_flow.py`)
+            try:
+                receipt = await execute(action)
+            except Exception as exc:  # an outcome, not a crash: the run goes on
+                if switch is not None:
+                    check()
+                    if switch.reason is not None:
+                        exc = _not_sent(switch, action, exc)
+                outcome: Outcome[A] = Outcome(index, action, error=exc)
+            else:
+                outcome = Outcome(index, action, receipt=receipt)
+            finally:
+                slot.release()
+            try:
+                await out.send(outcome)
+            finally:
+                room.release()
+
+    async def feed(tg: TaskGroup, out: MemoryObjectSendStream[Outcome[A]]) -> None:
         async with out:
             while True:
-                async with pull_lock:
-                    if input_failed:
-                        return
-                    try:
-                        index, action = await anext(source)
-                    except StopAsyncIteration:
-                        return
-                    except Exception as exc:  # the caller's iterable broke: finish what is in flight, then raise
-                        input_failed.append(exc)
-                        return
-                if switch is not None and switch.reason is not None:
-                    await out.send(Outcome(index, action, error=_not_sent(switch, action)))
-                    continue
+                # A place and a slot first, then the next action: nothing waits in memory unstarted.
+                await room.acquire()
+                slot = _slots.Slot(slots)
                 try:
-                    receipt = await execute(action)
-                except Exception as exc:  # an outcome, not a crash: the run goes on
-                    if switch is not None:
-                        check()
-                        if switch.reason is not None:
-                            exc = _not_sent(switch, action, exc)
-                    await out.send(Outcome(index, action, error=exc))
-                else:
-                    await out.send(Outcome(index, action, receipt=receipt))
+                    await slot.acquire()
+                    index, action = await anext(source)
+                except StopAsyncIteration:
+                    slot.release()
+                    room.release()
+                    return
+                except Exception as exc:  # the caller's iterable broke: finish what is in flight, then raise
+                    slot.release()
+                    room.release()
+                    input_failed.append(exc)
+                    return
+                except BaseException:
+                    slot.release()
+                    room.release()
+                    raise
+                if switch is not None and switch.reason is not None:  # stopped: not sent, an outcome at once
+                    slot.release()
+                    try:
+                        await out.send(Outcome(index, action, error=_not_sent(switch, action)))
+                    finally:
+                        room.release()
+                    continue
+                tg.start_soon(run_one, index, action, slot, out.clone())
 
     try:
         async with anyio.create_task_group() as tg, receive:
             if switch is not None:
                 tg.start_soon(monitor)
-            async with send:
-                for _ in range(concurrency):
-                    tg.start_soon(worker, send.clone())
+            tg.start_soon(feed, tg, send)
             try:
                 async for outcome in receive:
                     yield outcome
@@ -161,7 +195,7 @@ async def run_many(
                 # The consumer stopped early (break inside `aclosing`, or aclose()): stop the workers here
                 # rather than letting GeneratorExit escape through the task group as an exception group.
                 tg.cancel_scope.cancel()
-            tg.cancel_scope.cancel()  # every worker is done: stop the monitor
+            tg.cancel_scope.cancel()  # every action has its outcome: stop the monitor
     finally:
         await source.aclose()
     if input_failed:

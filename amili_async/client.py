@@ -13,15 +13,26 @@ import httpx
 
 from ._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT, SANDBOX_URL, auth_from_env, base_url_from
 from ._config import user_agent as default_user_agent
+from ._flow import stop_probe
 from ._pipeline import Connection, Pipeline, Runtime, Settings
+from ._redact import Redactor, secrets_of
+from ._telemetry import Telemetry
 from .auth import Auth, TokenStore
 from .bulk import Outcome, StopOn, run_many
 from .errors import ConfigurationError
-from .models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
+from .models.actions import (
+    Action,
+    CreditorCancellation,
+    CreditorCrediting,
+    CreditorPayment,
+    RespiteGrant,
+    not_an_action,
+)
 from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt, RespiteReceipt
 from .ratelimit import NoRateLimit, RateLimiter
 from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
 from .retry import RetryPolicy
+from .transports import MAX_BODY
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "SANDBOX_URL", "AsyncAmiliClient"]
 
@@ -63,6 +74,7 @@ class AsyncAmiliClient:
         verify: Any = True,
         trust_env: bool = True,
         user_agent: str | None = None,
+        max_response_bytes: int = MAX_BODY,
         rate_limiter: RateLimiter | Literal[False] | None = None,
         token_store: TokenStore | None = None,
         _share: AsyncAmiliClient | None = None,
@@ -71,11 +83,15 @@ class AsyncAmiliClient:
             raise ConfigurationError("pass transport= or http_client=, not both")
         if verify is False:
             raise ConfigurationError("TLS verification cannot be turned off; pass an ssl.SSLContext for a private CA")
+        if isinstance(max_response_bytes, bool) or not isinstance(max_response_bytes, int) or max_response_bytes < 1:
+            raise ConfigurationError("max_response_bytes must be a positive int")
+        base = base_url_from(base_url)
         if _share is not None:  # a view: same connection (credentials, transport, runtime), own settings
             connection = _share._pipeline.connection
         else:
+            auth = auth if auth is not None else auth_from_env()
             connection = Connection(
-                auth=auth if auth is not None else auth_from_env(),
+                auth=auth,
                 transport=transport,
                 http_client=http_client,
                 limits=limits,
@@ -83,13 +99,16 @@ class AsyncAmiliClient:
                 trust_env=trust_env,
                 token_timeout=token_timeout,
                 assumed_token_lifetime=assumed_token_lifetime,
+                max_response_bytes=max_response_bytes,
+                redactor=Redactor(secrets_of(auth)),  # issue 11: the client's one redaction point
+                telemetry=Telemetry.for_base_url(base),
                 # Flow control (docs/rate-limits.md): None is a default AdaptiveRateLimiter, False none at all.
                 rate_limiter=NoRateLimit() if rate_limiter is False else rate_limiter,
                 token_store=token_store,
             )
         self._user_agent = user_agent
         settings = Settings(
-            base_url=base_url_from(base_url),
+            base_url=base,
             headers=(("User-Agent", user_agent or default_user_agent()), ("Accept", "application/json")),
             timeout=_timeout(timeout),
             retry=retry or RetryPolicy(),
@@ -100,11 +119,11 @@ class AsyncAmiliClient:
         self.creditor_cancellations = CreditorCancellations(self._pipeline)
         self.respite = Respite(self._pipeline)
         self.cases = Cases(self._pipeline)
-        self._executors: dict[type[Any], Callable[[Any], Awaitable[Any]]] = {
-            CreditorPayment: self.creditor_payments.execute,
-            CreditorCrediting: self.creditor_creditings.execute,
-            CreditorCancellation: self.creditor_cancellations.execute,
-            RespiteGrant: self.respite.execute,
+        self._executors: dict[type[Any], Callable[[Any, None, str], Awaitable[Any]]] = {
+            CreditorPayment: self.creditor_payments._execute,
+            CreditorCrediting: self.creditor_creditings._execute,
+            CreditorCancellation: self.creditor_cancellations._execute,
+            RespiteGrant: self.respite._execute,
         }
 
     def __repr__(self) -> str:
@@ -179,9 +198,9 @@ class AsyncAmiliClient:
     async def execute(self, action: Action) -> Receipt | RespiteReceipt:
         """Run one action. Raises an `AmiliError` whose `action` and `reference` say which one failed."""
         run = self._executors.get(type(action))
-        if run is None:
-            raise TypeError(f"not an Amili action: {type(action).__name__}")
-        result: Receipt | RespiteReceipt = await run(action)
+        if run is None:  # issue 11: bad input is a ValidationError, raised before anything is sent
+            raise not_an_action(action)
+        result: Receipt | RespiteReceipt = await run(action, None, "amili.execute")  # its name in spans and logs
         return result
 
     def execute_many(
@@ -198,7 +217,7 @@ class AsyncAmiliClient:
         `stop_on=StopOn()` the run stops sending once it cannot succeed (credentials refused, Amili
         unreachable) and gives every action it did not send a `NotSentError` outcome.
         """
-        probe = self._pipeline.stop_reason if stop_on is not None else None
+        probe = stop_probe(self._pipeline.connection) if stop_on is not None else None
         return run_many(self.execute, actions, concurrency=concurrency, stop_on=stop_on, probe=probe)
 
 

@@ -25,13 +25,16 @@ A `RateLimiter` is anything with the same two methods (a limiter shared between 
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol, runtime_checkable
 
-__all__ = ["AdaptiveRateLimiter", "NoRateLimit", "RateLimiter"]
+__all__ = ["AdaptiveRateLimiter", "Guarded", "NoRateLimit", "RateLimiter", "asks_to_wait"]
+
+logger = logging.getLogger("amili_async")
 
 _HORIZON = 1.0  # seconds: a quota is spread over at most this much of the time left in its window
 _QUIET = 1.0  # seconds after a cut in which 429s of earlier sends do not cut again
@@ -61,6 +64,40 @@ class NoRateLimit:
 
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
         return None
+
+
+class Guarded:
+    """A client's limiter, whose failures (a shared one whose backend is down) are logged once and ignored: a
+    broken limiter never stops a call."""
+
+    __slots__ = ("_warned", "limiter")
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+        self._warned = False
+
+    async def acquire(self) -> float:
+        try:
+            return await self.limiter.acquire()
+        except Exception as exc:
+            self._failed(exc)
+            return 0.0
+
+    async def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        try:
+            await self.limiter.observe(status, headers)
+        except Exception as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        level = logging.DEBUG if self._warned else logging.WARNING
+        self._warned = True
+        logger.log(level, "rate limiter failed (%s); sending without it", type(exc).__name__)
+
+
+def asks_to_wait(headers: Mapping[str, str]) -> bool:
+    """The answer says when to come back (`Retry-After` or `retry-after-ms`)."""
+    return "retry-after" in headers or "retry-after-ms" in headers
 
 
 def _anyio_sleep(seconds: float) -> Awaitable[None]:
@@ -162,7 +199,7 @@ class AdaptiveRateLimiter:
     @property
     def rate(self) -> float | None:
         """The send rate the limiter paces to right now (sends per second), or None while it is open."""
-        now = self._now()
+        now = self._clock()
         rates = [r for r in (self._cubic_rate(now), self._max_rate) if r is not None]
         if self._end is not None and now < self._end and self._quota > 0:
             rates.append(self._quota / min(self._end - now, _HORIZON))
@@ -172,7 +209,10 @@ class AdaptiveRateLimiter:
 
     async def acquire(self) -> float:
         self._sent += 1
-        now = self._now()
+        now = self._clock()
+        if self._w_max is None and self._end is None and self._max_rate is None:  # open: no wait, no suspension
+            _recent(self._sends, now).append(now)
+            return 0.0
         slot, spilled = self._reserve(now)
         _recent(self._sends, slot).append(slot)
         waited = 0.0
@@ -185,7 +225,7 @@ class AdaptiveRateLimiter:
                     self._spill = max(0, self._spill - 1)
                 raise
             waited += slot - now
-            now = self._now()
+            now = self._clock()
             if cuts == self._cuts and (spilled or holds == self._holds):
                 break
             if spilled:
@@ -194,21 +234,19 @@ class AdaptiveRateLimiter:
         return waited
 
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
-        now = self._now()
+        now = self._clock()
         self._answered += 1
         remaining = _number(headers, "x-ratelimit-remaining")
         if remaining is not None:
             self._window(now, remaining, headers)
-        hinted = "retry-after" in headers or "retry-after-ms" in headers
-        if status == 429 or (status == 503 and hinted):
-            self._throttled(now, hinted, remaining)
-        elif status < 500:
+        if status < 429 or 429 < status < 500:
             _recent(self._accepted, now).append(now)
+        elif status == 429 or status == 503:
+            hinted = asks_to_wait(headers)
+            if status == 429 or hinted:
+                self._throttled(now, hinted, remaining)
 
     # -- reservations -----------------------------------------------------------------------------------
-
-    def _now(self) -> float:
-        return self._clock()
 
     def _reserve(self, now: float) -> tuple[float, bool]:
         """Take the next slot (when this send may go out) and move the pacing pointer past it."""

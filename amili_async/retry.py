@@ -28,18 +28,19 @@ shared `TokenStore` with `retry_if_result` / `wait_exponential` / `stop_after_de
 from __future__ import annotations
 
 import enum
-import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import attrs
 import httpx
 
-from . import serde
+from . import _telemetry, serde
+from ._telemetry import log as logger  # adds the running call's structured fields to every record
 
 __all__ = [
+    "Attempts",
     "Failure",
     "FailureKind",
     "RetryBudget",
@@ -48,8 +49,21 @@ __all__ = [
     "retry_after_seconds",
 ]
 
-logger = logging.getLogger("amili_async")
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Attempts(Protocol[T_co]):
+    """One call, as `RetryPolicy.run` drives it."""
+
+    @property
+    def describe(self) -> str: ...  # "METHOD /path", for the log
+
+    async def attempt(self, number: int) -> T_co: ...  # send once more; raise `Failure` when that may be retried
+
+    def elapsed(self) -> float: ...  # seconds the call has spent (its planned waits included)
+
+    async def pause(self, seconds: float) -> None: ...  # wait before the next attempt
 
 
 class FailureKind(enum.Enum):
@@ -71,6 +85,12 @@ def classify_exception(exc: BaseException) -> FailureKind:
     if isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.ProxyError)):
         return FailureKind.FATAL
     return FailureKind.AMBIGUOUS
+
+
+def _summary(exc: BaseException | None) -> str:
+    error = exc.error if isinstance(exc, Failure) else exc
+    status = getattr(error, "status_code", None)
+    return f"{type(error).__name__}{f' {status}' if status is not None else ''}"
 
 
 class Failure(Exception):
@@ -166,6 +186,10 @@ class RetryPolicy:
     budget_retry_cost: float = 5.0
     budget_timeout_cost: float = 10.0
     budget_refund: float = 1.0
+    # -- settle window (issue 9): how long an empty lookup must wait before it may count as absence ------
+    # 15 s = a commit landing up to 10 s after the client gave up, seen through list reads lagging writes by
+    # up to 5 s. Measured from the moment the ambiguous attempt ended; see docs/errors-and-retries.md.
+    settle_window: float = 15.0
     sleep: Callable[[float], Awaitable[None]] = attrs.field(default=_default_sleep, repr=False, eq=False)
 
     def __attrs_post_init__(self) -> None:
@@ -173,6 +197,8 @@ class RetryPolicy:
             raise ValueError("max_attempts must be at least 1")
         if self.deadline is not None and self.deadline <= 0:
             raise ValueError("deadline must be positive (or None for no deadline)")
+        if not self.settle_window >= 0:  # also refuses NaN
+            raise ValueError("settle_window must be zero or more seconds")
 
     @classmethod
     def no_delay(cls, **changes: Any) -> RetryPolicy:
@@ -202,30 +228,20 @@ class RetryPolicy:
             return failure.retry_after + random.uniform(0, min(0.1 * failure.retry_after, self.backoff_base))
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** (retry_number - 1)))
 
-    async def run(
-        self,
-        attempt: Callable[[int], Awaitable[T]],
-        *,
-        budget: RetryBudget,
-        describe: str,
-        elapsed: Callable[[], float],
-        pause: Callable[[float], Awaitable[None]] | None = None,
-    ) -> T:
-        """Call `attempt(n)` (n: the how-manieth send of the call) until it returns or the policy gives up.
+    async def run(self, call: Attempts[T], *, budget: RetryBudget) -> T:
+        """Call `call.attempt(n)` (n: the how-manieth send of the call) until it returns or the policy gives up.
 
-        `attempt` returns, raises a `Failure` (maybe retried), or raises anything else (final). A throttled
+        An attempt returns, raises a `Failure` (maybe retried), or raises anything else (final). A throttled
         failure (429, a 503 with `Retry-After`) waits and tries again without spending an attempt or the
         budget; the call's deadline is its only bound. Other failures spend both. When the policy gives up,
-        the error of the last attempt is raised with `attempts` set. `elapsed()` is the time the call has
-        spent; `pause(seconds)` sleeps (default: this policy's `sleep`).
+        the error of the last attempt is raised with `attempts` set.
         """
-        sleep = pause or self.sleep
         sent = failures = throttles = 0
         spent = 0.0
         while True:
             sent += 1
             try:
-                result = await attempt(sent)
+                result = await call.attempt(sent)
             except Failure as failure:
                 throttled = failure.kind is FailureKind.THROTTLED
                 if throttled:
@@ -236,17 +252,24 @@ class RetryPolicy:
                 else:
                     failures += 1
                     wait = self.backoff(failures, failure)
-                if not self._may_wait(failure, wait, elapsed):
-                    logger.info("%s: not retrying, a wait of %.1f s would pass the deadline", describe, wait)
+                if not self._may_wait(failure, wait, call.elapsed):
+                    logger.info("%s: not retrying, a wait of %.1f s would pass the deadline", call.describe, wait)
                     raise _given_up(failure, sent) from failure.error.__cause__
                 if not throttled:
                     cost = budget.withdraw(failure.kind)
                     if not cost:
-                        logger.info("retry budget spent, not retrying %s", describe)
+                        logger.info("retry budget spent, not retrying %s", call.describe)
                         raise _given_up(failure, sent) from failure.error.__cause__
                     spent += cost
-                logger.info("retrying %s: attempt %d failed (%s), next in %.2f s", describe, sent, failure, wait)
-                await sleep(wait)
+                _telemetry.waited(failure.kind.name.lower(), wait)  # telemetry: one call per wait
+                logger.info(
+                    "retrying %s: attempt %d failed (%s), next in %.2f s",
+                    call.describe,
+                    sent,
+                    _summary(failure),  # the error's class and status: its message may quote ids
+                    wait,
+                )
+                await call.pause(wait)
             else:
                 budget.deposit(spent or None)
                 return result

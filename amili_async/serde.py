@@ -2,8 +2,10 @@
 
 The wire rules themselves (dates, exact JSON money) live in `_wire.py`; this module maps documents to
 models:
-- incoming numbers become `Decimal` through the shortest repr of the parsed double, which is exact for every
-  amount of up to 15 significant digits;
+- documents read from Amili (`loads_document`) turn every number with a fraction or an exponent into the
+  `Decimal` of its exact text, scale included (`250.00` -> `Decimal("250.00")`, `99999999999999.99`
+  unrounded), never through a binary float; a money field given as a string must spell a finite JSON number
+  (`"NaN"`, `"Infinity"`, `"1_000"` are refused);
 - Eve's meta keys (`_id`, `_etag`, `_created`, `_updated`, `_status`, `_payment_status`, ...) map to plain
   attribute names; any key a model does not know is kept in its `extra` mapping, never an error;
 - `None` fields are never sent.
@@ -14,6 +16,8 @@ The converter is built once per process on first use and never changed afterward
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -32,6 +36,8 @@ __all__ = [
     "dumps",
     "format_rfc1123",
     "loads",
+    "loads_document",
+    "try_loads_document",
     "parse_datetime",
     "parse_money",
     "structure_document",
@@ -40,16 +46,73 @@ __all__ = [
 T = TypeVar("T")
 
 
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
 def parse_money(value: Any) -> Decimal:
-    if isinstance(value, Decimal):
-        return value
-    if isinstance(value, bool):
+    """An amount read from Amili, exact. Only finite numbers: a JSON number, or a string that spells one."""
+    if type(value) is Decimal:  # the common case: `loads_document` made it from the JSON text
+        amount = value
+    elif isinstance(value, bool):
         raise ValueError("a bool is not an amount")
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    if isinstance(value, (int, str)):
-        return Decimal(value)
-    raise ValueError(f"not an amount: {value!r}")
+    elif isinstance(value, (int, Decimal)):
+        amount = Decimal(value)
+    elif isinstance(value, float):  # only from a caller's own payload: the document reader never makes one
+        amount = Decimal(repr(value))
+    elif isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        amount = Decimal(value.strip())
+    else:
+        raise ValueError(f"not an amount: {_short(value)}")
+    if not amount.is_finite():
+        raise ValueError(f"not a finite amount: {amount}")
+    return amount
+
+
+def _short(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else type(value).__name__
+    return text if len(text) <= 40 else text[:40] + "…"
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# The standard library's decoder, because it can hand each number's text to Decimal (orjson cannot: it
+# parses to a double, which loses the scale of `250.00` and the last cent of `99999999999999.99`).
+_EXACT = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constant)
+# Its C scanner, called directly: a third cheaper than decode() (set by __init__, unknown to typeshed).
+_SCAN: Callable[[str, int], tuple[Any, int]] = _EXACT.scan_once  # type: ignore[attr-defined]
+
+
+def try_loads_document(raw: bytes) -> tuple[bool, Any]:
+    """`(True, document)`, or `(False, None)` when `raw` is not JSON: no exception, so none can be chained
+    to the error the caller then raises (a JSONDecodeError keeps the whole body in its `doc`)."""
+    try:
+        return True, loads_document(raw)
+    except ValueError:
+        return False, None
+
+
+def loads_document(raw: bytes) -> Any:
+    """A document answer from Amili: strict JSON, every number with a fraction or exponent an exact Decimal.
+
+    The pipeline's reader of every 2xx answer: about 2 µs more per receipt than orjson (`_wire.loads`), the
+    price of exact money. Raises `ValueError` for anything that is not JSON, including `NaN`/`Infinity`,
+    nesting too deep to read and lone surrogate escapes (`"\\ud800"`, which orjson refuses and the
+    standard library would accept).
+    """
+    if b"\\u" in raw:
+        orjson.loads(raw)  # the strict check for escapes; rare in Amili's answers, so rarely paid
+    text = raw.decode()
+    try:
+        try:
+            document, end = _SCAN(text, 0)
+        except StopIteration:
+            end = -1
+        # Whitespace around the document, or not JSON at all: decode() says which (with a proper error).
+        return document if end == len(text) else _EXACT.decode(text)
+    except RecursionError:
+        raise ValueError("the JSON is nested too deeply") from None
 
 
 def _money_fragment(value: Decimal) -> orjson.Fragment:
@@ -134,7 +197,7 @@ def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[
     fields = attrs.fields(attrs.resolve_types(cls))  # type: ignore[type-var, arg-type]
     readers: dict[str, tuple[str, Callable[[Any], Any]]] = {}
     for a in fields:
-        if a.name == "extra":
+        if a.name == "extra" or a.metadata.get("local"):  # not from the wire (provenance, request ids)
             continue
         readers[a.name] = (a.name, _field_reader(conv, a.type))
         for wire in a.metadata.get("aliases", ()):

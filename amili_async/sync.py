@@ -9,8 +9,10 @@ with AmiliClient(auth=ApiCodeJwtAuth(api_code=..., private_key=pem)) as amili:
 
 It runs one `AsyncAmiliClient` on an event loop in a background thread (an anyio blocking portal) and
 waits for each call, so errors, retries, token handling and validation are exactly the async client's.
-For services, and for anything already running an event loop, use `AsyncAmiliClient`: it is the typed,
-primary API. The resources here are thin proxies, typed `Any` at the proxy boundary.
+Because the work runs on that thread, it also works where the calling thread already runs an event loop
+(a Jupyter cell, IPython's autoawait, a blocking library called from async code): the caller's loop waits,
+like it would for any blocking call. For services, use `AsyncAmiliClient`: it is the typed, primary API and
+never blocks a loop. The resources here are thin proxies, typed `Any` at the proxy boundary.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from contextlib import AbstractContextManager
 from typing import Any, Generic, TypeVar, overload
 
 import anyio
-import sniffio
 from anyio.abc import TaskStatus
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
@@ -48,31 +49,6 @@ T = TypeVar("T")
 _BACKENDS = ("asyncio", "trio")
 
 
-def _running_async_library() -> str | None:
-    """The async library running in this thread, if any (an event loop we must not block)."""
-    try:
-        return sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError:
-        pass
-    import asyncio
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-    return "asyncio"
-
-
-def _refuse_inside_event_loop() -> None:
-    library = _running_async_library()
-    if library is not None:
-        raise ClientStateError(
-            f"AmiliClient blocks, so it cannot be used inside a running event loop ({library}); "
-            "use AsyncAmiliClient there instead (`async with AsyncAmiliClient(...) as amili: "
-            "await amili.creditor_payments.create(...)`)"
-        )
-
-
 class AmiliClient:
     """A blocking client for Amili's creditor API: a convenience for scripts and notebooks.
 
@@ -81,9 +57,10 @@ class AmiliClient:
     base URL raise `ConfigurationError` right here; the background event loop thread starts on first use
     (or on `with`) and stops on `close()`. Safe to share between threads.
 
-    For services, and for code that already runs an event loop, use `AsyncAmiliClient`: it is the typed
-    primary API; the resource proxies here are typed `Any`. Calling this client from inside a running event
-    loop raises `ClientStateError`.
+    It works in a thread that already runs an event loop too (Jupyter, IPython, a sync library called from
+    async code): the calls run on the client's own thread while the calling thread waits, blocking its loop
+    for that long. For services use `AsyncAmiliClient`: it is the typed primary API and never blocks a loop;
+    the resource proxies here are typed `Any`.
     """
 
     def __init__(self, *args: Any, backend: str = "asyncio", **kwargs: Any) -> None:
@@ -132,8 +109,6 @@ class AmiliClient:
         with self._lock:
             if self._closed:
                 return
-            if self._portal is not None:
-                _refuse_inside_event_loop()
             self._closed = True
             portal, self._portal = self._portal, None
             portal_cm, self._portal_cm = self._portal_cm, None
@@ -149,7 +124,8 @@ class AmiliClient:
             portal_cm.__exit__(None, None, None)  # joins the loop's thread
 
     def _running_portal(self) -> BlockingPortal:
-        _refuse_inside_event_loop()
+        # No check for an event loop running in the calling thread: the work runs on the portal's own loop,
+        # so a running loop here (Jupyter's, a caller's asyncio.run) only waits, it is never re-entered.
         with self._lock:
             if self._closed:
                 raise ClientStateError("the client is closed")

@@ -4,6 +4,7 @@ One `AsyncAmiliClient` is opened in the app's lifespan and shared by every reque
 pool and the access token); handlers get it through `Depends`. `POST /payments` registers a payment and
 answers with the receipt.
 
+    pip install -e ".[examples]"            # fastapi and uvicorn
     python examples/fastapi_app.py          # in-memory Amili: starts the app in-process, posts one payment
     uvicorn examples.fastapi_app:app        # serve it (in-memory Amili unless AMILI_API_CODE is set)
 

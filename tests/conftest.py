@@ -169,3 +169,22 @@ def _clean_amili_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "AMILI_LOG",
     ):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def fresh_otel_globals(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset OpenTelemetry's global tracer and meter providers for one test, and put them back afterwards.
+
+    They can be set once per process; this lets a test (or a docs page) set its own, as an application does
+    at start-up (the same trick as opentelemetry-test-utils). Nothing happens when OpenTelemetry is absent.
+    """
+    try:
+        from opentelemetry import trace
+        from opentelemetry.metrics import _internal as metrics_internal
+        from opentelemetry.util._once import Once
+    except ImportError:
+        return
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER_SET_ONCE", Once())
+    monkeypatch.setattr(metrics_internal, "_METER_PROVIDER", None)

@@ -73,3 +73,18 @@ def test_memory_script(tmp_path: Path) -> None:
     (result,) = json.loads(out.read_text())["results"]
     assert result["outcomes"] == 300 and result["errors"] == 0
     assert result["peak_rss_mb"] > 0
+
+
+def test_layer_script_measures_every_opentelemetry_mode(tmp_path: Path) -> None:
+    out = tmp_path / "layer.json"
+    argv = [str(BENCH / "layer.py"), "--n", "200", "--warmup", "20", "--rounds", "1", "--json", str(out)]
+    proc = _run(argv, timeout=120)
+    assert proc.returncode == 0, _explain(proc)
+    report = json.loads(out.read_text())
+    runs = {run["mode"]: run for run in report["runs"]}
+    assert set(runs) == {"none", "api", "sdk"}
+    assert all(run["us_per_call"] > 0 for run in runs.values())
+    assert runs["none"]["opentelemetry_modules"] == 0  # "none" really runs without OpenTelemetry
+    assert runs["api"]["opentelemetry_modules"] > 0
+    assert all(run["sdk_from"].startswith(str(BENCH.parent / "amili_async")) for run in runs.values())
+    assert "| tree | otel | µs/call |" in proc.stdout

@@ -1,6 +1,7 @@
 """`amili bulk` when the run cannot succeed (issue 10): wrong credentials or a server that is gone end the run
-within seconds with a resume hint; the lines not sent get no result, so running the same command again (once
-the cause is fixed) sends exactly those. Run as a user runs it: a subprocess against a real loopback server."""
+within seconds with a resume hint (the waiting lines fail with nothing applied, the others are never started),
+and running the same command again once the cause is fixed sends every line. Run as a user runs it: a
+subprocess against a real loopback server."""
 
 from __future__ import annotations
 
@@ -74,30 +75,43 @@ def _lines(path: Path, n: int, creditor: str, cases: list[str]) -> None:
             fh.write(json.dumps(row) + "\n")
 
 
-def _assert_stopped_with_hint(done: subprocess.CompletedProcess[str], out: Path, n: int, cause: str) -> None:
+def _results(out: Path) -> list[dict[str, Any]]:
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    return [r for r in records if r.get("record") == "result"]
+
+
+def _assert_stopped_early(done: subprocess.CompletedProcess[str], out: Path, n: int, *hint: str) -> None:
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
-    assert cause in done.stderr
-    assert f"{n:,} lines were not sent" in done.stderr
-    assert "run the same command again" in done.stderr
-    assert not out.exists() or out.read_text() == ""  # no line has a result: a rerun sends them all
+    for words in hint:
+        assert words in done.stderr, done.stderr
+    assert "changed while it was being run" not in done.stderr
+    results = _results(out)
+    # Only the lines in flight when the run stopped have a result (failed, nothing applied); every other line
+    # was never started, so it has no record at all.
+    assert 0 < len(results) <= 64 < n
+    assert {r["outcome"] for r in results} == {"failed"}
 
 
-def test_wrong_credentials_end_the_run_with_a_resume_hint_and_the_rerun_sends_every_line(served, tmp_path):
+def _rerun_sends_every_line(served: dict[str, Any], source: Path, out: Path, n: int) -> None:
+    again = amili("bulk", source, "--out", out, "--retry-failed", "--quiet", env=served["env"])
+    assert again.returncode == 0, again.stderr
+    final = {r["line"]: r for r in _results(out)}  # the last result of each line
+    assert sorted(final) == list(range(1, n + 1))
+    assert all(r["outcome"] == "applied" for r in final.values())
+
+
+def test_wrong_credentials_end_the_run_at_once_and_the_rerun_sends_every_line(served, tmp_path):
     source = tmp_path / "payments.jsonl"
     _lines(source, 2000, served["creditor"], served["cases"])
     out = tmp_path / "results.jsonl"
     wrong = {**served["env"], "AMILI_API_CODE": "not-the-api-code"}
     done = amili("bulk", source, "--out", out, "--quiet", env=wrong)
-    _assert_stopped_with_hint(done, out, 2000, "401")
-
-    again = amili("bulk", source, "--out", out, "--quiet", env=served["env"])
-    assert again.returncode == 0, again.stderr
-    results = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted(r["line"] for r in results) == list(range(1, 2001)) and all(r["ok"] for r in results)
+    _assert_stopped_early(done, out, 2000, "refused the credentials", "run the same command again")
+    _rerun_sends_every_line(served, source, out, 2000)
 
 
-def test_a_stopped_server_ends_the_run_with_a_resume_hint(served, tmp_path):
+def test_a_stopped_server_ends_the_run_and_the_rerun_sends_every_line(served, tmp_path):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -106,4 +120,5 @@ def test_a_stopped_server_ends_the_run_with_a_resume_hint(served, tmp_path):
     out = tmp_path / "results.jsonl"
     gone = {**served["env"], "AMILI_BASE_URL": f"http://127.0.0.1:{port}"}
     done = amili("bulk", source, "--out", out, "--quiet", env=gone)
-    _assert_stopped_with_hint(done, out, 500, "could not be reached")
+    _assert_stopped_early(done, out, 500, "could not be reached", "run the same command again", "--retry-failed")
+    _rerun_sends_every_line(served, source, out, 500)

@@ -22,7 +22,8 @@ The convention (also told to readers in docs/index.md, "About the examples"):
   rendered). Keep it for snippets that need real credentials or a real network; shell goes in ``bash``
   blocks, which are never run. ``python no-run`` as an info string is refused: MkDocs would not render it.
 - Blocks run with a temporary directory as the working directory and ``AMILI_*`` variables cleared; the
-  environment and the ``amili_async`` logger's level and handlers are restored afterwards.
+  environment, the ``amili_async`` logger's level and handlers, and OpenTelemetry's global providers are
+  restored afterwards.
 
 README.md follows the convention when it contains the line ``<!-- docs-test -->``; until then it is skipped.
 """
@@ -180,7 +181,7 @@ def run_blocks(path: Path) -> int:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_otel_globals: None) -> Iterator[None]:
     monkeypatch.chdir(tmp_path)
     logger = logging.getLogger("amili_async")  # a page may turn on debug logging, as readers would
     monkeypatch.setattr(logger, "level", logger.level)

@@ -1,9 +1,14 @@
-"""Error answers (Eve envelopes, proxy pages, broken JSON) become the right exception, complete and safe."""
+"""Error answers (Eve envelopes, proxy pages, broken JSON) become the right exception, complete and safe.
+
+The answers are respx routes on the client's default transport: each test names the exchange it pins, and a
+request no route expects fails the test (the base URL cannot resolve, so nothing leaves the machine).
+"""
 
 from __future__ import annotations
 
 import builtins
 import pickle
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -14,6 +19,7 @@ from amili_async import (
     AmiliError,
     ApiCodeJwtAuth,
     APIStatusError,
+    AsyncAmiliClient,
     AuthenticationError,
     BadRequestError,
     ConflictError,
@@ -34,8 +40,12 @@ from amili_async import (
 )
 from amili_async.errors import error_for_status, normalise_issues
 
+BASE = "https://amili.invalid"
 CREDITOR = "674dbeb208847b9501cc9138"
 CASE = "68e4c40d93ee14723d28fa95"
+STATIC_TOKEN = "tok-static-123456"
+
+pytestmark = pytest.mark.respx(base_url=BASE)
 
 INSERTION_FAILURE = "Insertion failure: 1 document(s) contain(s) error(s)"
 HTML_502 = (
@@ -48,8 +58,19 @@ def eve_error(status: int, message: str, **extra: object) -> httpx.Response:
     return httpx.Response(status, json={"_status": "ERR", "_error": {"code": status, "message": message}, **extra})
 
 
-async def test_422_with_string_issues(make_client):
-    client, _ = make_client(lambda r: eve_error(422, INSERTION_FAILURE, _issues={"amount": "must be of number type"}))
+@pytest.fixture
+async def client() -> AsyncIterator[AsyncAmiliClient]:
+    """A client on its default transport: under `respx_mock`, respx answers every request it sends."""
+    async with AsyncAmiliClient(
+        auth=StaticTokenAuth(STATIC_TOKEN), base_url=BASE, retry=RetryPolicy.no_delay()
+    ) as amili:
+        yield amili
+
+
+async def test_422_with_string_issues(client, respx_mock):
+    respx_mock.post("/creditor--creditings").mock(
+        return_value=eve_error(422, INSERTION_FAILURE, _issues={"amount": "must be of number type"})
+    )
     with pytest.raises(UnprocessableEntityError) as info:
         await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
     err = info.value
@@ -64,9 +85,9 @@ async def test_422_with_string_issues(make_client):
     assert "amount: must be of number type" in str(err)
 
 
-async def test_422_with_list_issues(make_client):
+async def test_422_with_list_issues(client, respx_mock):
     issues = {"case": ["unknown case", "case is closed"], "currency": "unallowed value XYZ"}
-    client, _ = make_client(lambda r: eve_error(422, INSERTION_FAILURE, _issues=issues))
+    respx_mock.post("/creditor--creditings").mock(return_value=eve_error(422, INSERTION_FAILURE, _issues=issues))
     with pytest.raises(UnprocessableEntityError) as info:
         await client.creditor_creditings.create(case=CASE, amount=1, currency="SEK")
     assert info.value.issues == {
@@ -75,10 +96,8 @@ async def test_422_with_list_issues(make_client):
     }
 
 
-async def test_patch_style_422_without_error_key(make_client):
-    client, _ = make_client(
-        lambda r: httpx.Response(422, json={"_status": "ERR", "_issues": {"days": "max value is 30"}})
-    )
+async def test_patch_style_422_without_error_key(client, respx_mock):
+    respx_mock.get(f"/cases/{CASE}").respond(422, json={"_status": "ERR", "_issues": {"days": "max value is 30"}})
     with pytest.raises(UnprocessableEntityError) as info:
         await client.cases.get(CASE)
     err = info.value
@@ -87,8 +106,8 @@ async def test_patch_style_422_without_error_key(make_client):
     assert "422" in str(err)
 
 
-async def test_error_key_as_a_string(make_client):
-    client, _ = make_client(lambda r: httpx.Response(400, json={"_status": "ERR", "_error": "bad where clause"}))
+async def test_error_key_as_a_string(client, respx_mock):
+    respx_mock.get(f"/cases/{CASE}").respond(400, json={"_status": "ERR", "_error": "bad where clause"})
     with pytest.raises(BadRequestError) as info:
         await client.cases.get(CASE)
     assert info.value.message == "bad where clause"
@@ -107,8 +126,8 @@ async def test_error_key_as_a_string(make_client):
         (418, APIStatusError),
     ],
 )
-async def test_statuses_map_to_classes(make_client, status, cls):
-    client, transport = make_client(lambda r: eve_error(status, "The server said no"))
+async def test_statuses_map_to_classes(client, respx_mock, status, cls):
+    route = respx_mock.get(f"/cases/{CASE}").mock(return_value=eve_error(status, "The server said no"))
     with pytest.raises(cls) as info:
         await client.cases.get(CASE)
     err = info.value
@@ -118,54 +137,51 @@ async def test_statuses_map_to_classes(make_client, status, cls):
     assert err.method == "GET"
     assert err.path == f"/cases/{CASE}"
     assert err.attempts == 1
-    assert len(transport.api_requests) == 1, "client errors are never retried"
+    assert route.call_count == 1, "client errors are never retried"
     assert err.body == {"_status": "ERR", "_error": {"code": status, "message": "The server said no"}}
 
 
-async def test_html_502_from_a_proxy_after_retries(make_client):
-    client, transport = make_client(
-        lambda r: httpx.Response(502, content=HTML_502, headers={"Content-Type": "text/html"})
-    )
+async def test_html_502_from_a_proxy_after_retries(client, respx_mock):
+    route = respx_mock.get(f"/cases/{CASE}").respond(502, content=HTML_502, headers={"Content-Type": "text/html"})
     with pytest.raises(ServerError) as info:
         await client.cases.get(CASE)
     err = info.value
     assert err.status_code == 502
     assert err.attempts == 3
-    assert len(transport.api_requests) == 3
+    assert route.call_count == 3
     assert "502 Bad Gateway" in err.message
     assert len(err.message) < 300, "the message holds an excerpt, not the whole page"
     assert "\n" not in str(err)
     assert isinstance(err.body, str) and len(err.body) <= 201
 
 
-async def test_malformed_json_on_a_get_after_retries(make_client):
-    client, transport = make_client(
-        lambda r: httpx.Response(200, content=b'{"_id": "68e4c40d93ee14723d28fa95", "state": ', headers={})
-    )
+async def test_malformed_json_on_a_get_after_retries(client, respx_mock):
+    route = respx_mock.get(f"/cases/{CASE}").respond(200, content=b'{"_id": "68e4c40d93ee14723d28fa95", "state": ')
     with pytest.raises(ResponseDecodeError) as info:
         await client.cases.get(CASE)
     err = info.value
     assert err.attempts == 3
-    assert len(transport.api_requests) == 3
+    assert route.call_count == 3
     assert err.method == "GET"
     assert err.path == f"/cases/{CASE}"
     assert "not JSON" in str(err)
 
 
-async def test_json_of_the_wrong_shape_is_a_decode_error(make_client):
-    client, _ = make_client(lambda r: httpx.Response(200, json=["not", "an", "object"]))
+async def test_json_of_the_wrong_shape_is_a_decode_error(client, respx_mock):
+    route = respx_mock.get(f"/cases/{CASE}").respond(200, json=["not", "an", "object"])
     with pytest.raises(ResponseDecodeError):
         await client.cases.get(CASE)
-    client, _ = make_client(lambda r: httpx.Response(200, json={"state": "invoice"}))  # no _id
+    route.respond(200, json={"state": "invoice"})  # no _id
     with pytest.raises(ResponseDecodeError):
         await client.cases.get(CASE)
 
 
-async def test_error_path_never_has_the_query_string(make_client):
-    client, _ = make_client(lambda r: eve_error(400, "no"))
+async def test_error_path_never_has_the_query_string(client, respx_mock):
+    route = respx_mock.get("/creditor--payments").mock(return_value=eve_error(400, "no"))
     with pytest.raises(BadRequestError) as info:
         async for _ in client.creditor_payments.list(where={"creditor_payment_reference": "SECRET-REF-42"}):
             pass
+    assert "SECRET-REF-42" in route.calls.last.request.url.params["where"]  # sent, as it must be
     assert info.value.path == "/creditor--payments"
     assert "SECRET-REF-42" not in str(info.value)
     assert "SECRET-REF-42" not in repr(info.value)
@@ -280,33 +296,40 @@ def _assert_secret_free(err: BaseException, *secrets: str) -> None:
             assert secret not in text
 
 
-async def test_a_final_401_does_not_reveal_the_token(make_client):
-    client, _ = make_client(
-        lambda r: eve_error(401, "Please provide proper credentials"), auth=StaticTokenAuth(SECRET_TOKEN)
-    )
-    with pytest.raises(AuthenticationError) as info:
-        await client.cases.get(CASE)
+async def test_a_final_401_does_not_reveal_the_token(respx_mock):
+    route = respx_mock.get(f"/cases/{CASE}").mock(return_value=eve_error(401, "Please provide proper credentials"))
+    async with AsyncAmiliClient(auth=StaticTokenAuth(SECRET_TOKEN), base_url=BASE) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.cases.get(CASE)
+    assert route.calls.last.request.headers["X-API-Key"] == SECRET_TOKEN
     _assert_secret_free(info.value, SECRET_TOKEN)
 
 
 @pytest.mark.parametrize(
     "failure",
     [
-        lambda r: httpx.Response(500, content=b"<html>Internal Server Error</html>"),
-        lambda r: (_ for _ in ()).throw(httpx.ReadTimeout("read timed out")),
-        lambda r: (_ for _ in ()).throw(httpx.ConnectError("connection refused")),
-        lambda r: httpx.Response(200, content=b"not json"),
+        httpx.Response(500, content=b"<html>Internal Server Error</html>"),
+        httpx.ReadTimeout("read timed out"),
+        httpx.ConnectError("connection refused"),
+        httpx.Response(200, content=b"not json"),
     ],
     ids=["500", "read-timeout", "connect-error", "bad-json"],
 )
-async def test_failures_do_not_reveal_token_or_api_code(make_client, ec_keys, failure):
+async def test_failures_do_not_reveal_token_or_api_code(respx_mock, ec_keys, failure):
     api_code = "API-CODE-SECRET-991"
+    login = respx_mock.get("/authenticates/api-code").respond(200, json={"token": "tok-1", "expires_in": 3600})
+    answer = {"return_value": failure} if isinstance(failure, httpx.Response) else {"side_effect": failure}
+    case = respx_mock.get(f"/cases/{CASE}").mock(**answer)
+    crediting = respx_mock.post("/creditor--creditings").mock(**answer)
     auth = ApiCodeJwtAuth(api_code=api_code, private_key=ec_keys.private_pem)
-    client, transport = make_client(failure, auth=auth, retry=RetryPolicy.no_delay(max_attempts=2))
-    for call in (
-        lambda: client.cases.get(CASE),
-        lambda: client.creditor_creditings.create(case=CASE, amount=1, currency="SEK"),
-    ):
-        with pytest.raises(AmiliError) as info:
-            await call()
-        _assert_secret_free(info.value, "tok-1", api_code, transport.token_requests[0].headers["X-API-Key"])
+    async with AsyncAmiliClient(auth=auth, base_url=BASE, retry=RetryPolicy.no_delay(max_attempts=2)) as client:
+        for call in (
+            lambda: client.cases.get(CASE),
+            lambda: client.creditor_creditings.create(case=CASE, amount=1, currency="SEK"),
+        ):
+            with pytest.raises(AmiliError) as info:
+                await call()
+            _assert_secret_free(info.value, "tok-1", api_code, login.calls.last.request.headers["X-API-Key"])
+    assert login.call_count == 1
+    assert case.calls.last.request.headers["X-API-Key"] == "tok-1"
+    assert crediting.called

@@ -253,7 +253,7 @@ async def test_a_broken_limiter_never_stops_a_call_and_is_reported_once(make_cli
 async def test_rate_limiter_false_switches_pacing_off(make_client):
     client, _ = make_client(lambda r: httpx.Response(200, json={"_id": CASE}), rate_limiter=False)
     await client.cases.get(CASE)
-    assert isinstance(client._bind().limiter, NoRateLimit)
+    assert isinstance(client._bind().limiter.limiter, NoRateLimit)
     client2, _ = make_client(lambda r: httpx.Response(200, json={"_id": CASE}), retry=RetryPolicy.no_delay())
     await client2.cases.get(CASE)
-    assert isinstance(client2._bind().limiter, AdaptiveRateLimiter)
+    assert isinstance(client2._bind().limiter.limiter, AdaptiveRateLimiter)

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from ..errors import ValidationError
 from . import _validate as v
 from .receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt
 
@@ -24,6 +25,7 @@ __all__ = [
     "CreditorPayment",
     "ReceiptedAction",
     "RespiteGrant",
+    "not_an_action",
 ]
 
 ORIGIN = "creditor_system"
@@ -46,7 +48,7 @@ def _money(value: Any) -> Any:
 
 def _origin(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value != ORIGIN:
-        raise v.fail("origin", f"must be {ORIGIN!r}, got {value!r}")
+        raise v.fail("origin", f"must be {ORIGIN!r}, got {v.shown(value)}")
 
 
 @attrs.frozen(kw_only=True)
@@ -171,3 +173,9 @@ RECEIPT_FOR: dict[type[Any], type[Any]] = {
     CreditorCrediting: CreditingReceipt,
     CreditorCancellation: CancellationReceipt,
 }
+
+
+def not_an_action(value: Any) -> ValidationError:
+    """The error for something given to `execute` that is not one of the four actions."""
+    names = ", ".join(cls.__name__ for cls in ACTION_TYPES)
+    return v.fail("action", f"must be one of {names}, got {type(value).__name__}")

@@ -18,7 +18,12 @@ def _alias(*names: str) -> Any:
 
 @attrs.frozen(kw_only=True)
 class Case:
-    """A debt-collection case. Debtor personal data is kept out of `repr()` so it does not end up in logs."""
+    """A debt-collection case. Debtor personal data is kept out of `repr()` so it does not end up in logs.
+
+    `due_date` is our assumption: Amili says a respite moves the due date stored on the case, but documents no
+    field name. It is None unless Amili sends `due_date` (the in-memory Amili does); everything else Amili
+    sends is in `extra`.
+    """
 
     id: str = attrs.field(metadata=_alias("_id"))
     etag: str | None = attrs.field(default=None, metadata=_alias("_etag"))

@@ -1,8 +1,18 @@
 """What Amili answers to a case action, and what a GET of a payment, crediting or cancellation returns.
 
 Eve's meta fields map to plain names (`_id` -> `id`, `_etag` -> `etag`, ...). `status` is the business outcome
-(`completed`, `warning` or `error`: an overpayment, say, is a `warning` inside a 201); `eve_status` is Eve's
+(`completed`, `warning` or `error`, inside a 201: documented; which situations warn is not); `eve_status` is Eve's
 `_status` (`OK`). Every key the SDK does not know is kept in `extra`.
+
+`provenance` says where a receipt comes from: "answer" (Amili's answer to the write), "fetched" (the answer was
+unreadable; the record was read back by its id) or "found" (the answer was lost, or Amili refused the reference
+as already held; the record was found by reference and checked to be this action's). `recovered` is True for
+the last two: the write happened once, and this is its stored record — which may lack fields only Amili's
+answer carries (`payment_status`, say).
+
+A receipt returned by `create(...)` / `execute(...)` also says which call produced it: `request_id` is the
+`X-Request-ID` the SDK sent (the same on every attempt), `server_request_id` the id Amili or a proxy answered
+with, if any. They are not part of the record: receipts compare equal without them.
 """
 
 from __future__ import annotations
@@ -28,6 +38,11 @@ def _alias(*names: str) -> Any:
     return {"aliases": names}
 
 
+def _call_id() -> Any:
+    """A field about the call that produced the receipt, not read from Amili's document, not compared."""
+    return attrs.field(default=None, eq=False, metadata={"local": True})
+
+
 @attrs.frozen(kw_only=True)
 class Receipt:
     id: str = attrs.field(metadata=_alias("_id"))
@@ -42,6 +57,14 @@ class Receipt:
     case_invoice_number: str | None = None
     case_reference_number: str | None = None
     extra: Mapping[str, Any] = attrs.field(factory=dict, repr=False)
+    provenance: str = attrs.field(default="answer", metadata={"local": True})
+    request_id: str | None = _call_id()
+    server_request_id: str | None = _call_id()
+
+    @property
+    def recovered(self) -> bool:
+        """True when the answer was lost or unreadable and this is the stored record read back afterwards."""
+        return self.provenance != "answer"
 
     @property
     def applied(self) -> bool:
@@ -78,6 +101,8 @@ class RespiteReceipt:
 
     case: str
     days: int
+    request_id: str | None = _call_id()
+    server_request_id: str | None = _call_id()
 
 
 RECEIPT_TYPES: tuple[type[Receipt], ...] = (PaymentReceipt, CreditingReceipt, CancellationReceipt)

@@ -10,13 +10,17 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-from .. import serde
-from .._pipeline import Pipeline
-from ..errors import AmiliError
+import attrs
+
+from .. import _telemetry, serde
+from .._evidence import Identity, Sighting
+from .._pipeline import ApiResponse, Pipeline
+from .._reconcile import conflict_error, look
+from ..errors import AmiliError, AppliedWithoutReceiptError, OutcomeUnknownError, ResponseDecodeError, ValidationError
 from ..models import _validate
 from ..models.actions import ORIGIN, CreditorCancellation, CreditorCrediting, CreditorPayment, ReceiptedAction
 from ..models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt
-from ._base import AsyncPager, Timeout, with_timeout
+from ._base import MAX_PAGES, AsyncPager, Timeout, with_timeout
 
 __all__ = ["CreditorCancellations", "CreditorCreditings", "CreditorPayments"]
 
@@ -27,33 +31,94 @@ A = TypeVar("A", bound=ReceiptedAction)
 class _ActionResource(Generic[A, R]):
     path: str
     receipt: type[R]
+    name: str  # in the names of its operations (spans, logs): `amili.<name>.create`
 
     def __init__(self, pipeline: Pipeline) -> None:
         self._pipeline = pipeline
+        self._create = f"amili.{self.name}.create"
 
     async def execute(self, action: A, *, timeout: Timeout = None) -> R:
-        """Send `action`. An `AmiliError` raised here names the action and its reference."""
-        pipeline = with_timeout(self._pipeline, timeout)
-        lookup = action.lookup_filter()
-        reconcile = None
-        if lookup is not None:
+        """Send `action`. An `AmiliError` raised here names the action and its reference.
 
-            async def reconcile() -> Any:
-                return await pipeline.find_one(self.path, lookup)
+        With a reference, a lost or unreadable answer is settled by the rule of evidence (`_evidence.py`): the
+        receipt is then the stored record (`receipt.recovered`), or the error says what is known.
+        """
+        return await self._execute(action, timeout, f"amili.{self.name}.execute")
+
+    async def _execute(self, action: A, timeout: Timeout, operation: str) -> R:
+        """`execute`, as the operation named `operation` (`AsyncAmiliClient.execute` calls it `amili.execute`)."""
+        pipeline = with_timeout(self._pipeline, timeout)
+        telemetry = pipeline.connection.telemetry
+        with _telemetry.begin(telemetry, operation, "POST", self.path, write=True, kind=action.kind) as op:
+            try:
+                body = serde.converter().unstructure(action)
+                identity = Identity.of(action)
+                response = await pipeline.request("POST", self.path, json=body, identity=identity, within=op)
+                receipt = self._receipt(response)
+            except AmiliError as exc:
+                exc.action = action
+                exc.reference = action.reference
+                raise
+        return _telemetry.stamp(receipt, op)  # type: ignore[no-any-return]
+
+    def _receipt(self, response: ApiResponse) -> R:
+        try:
+            receipt = serde.structure_document(response.payload, self.receipt)
+        except ResponseDecodeError as exc:  # the write is applied (2xx, or its record found): say so
+            record_id = response.payload.get("_id") if isinstance(response.payload, Mapping) else None
+            raise AppliedWithoutReceiptError(
+                f"the write WAS applied, but its record could not be read: {exc.message}",
+                record_id=record_id if isinstance(record_id, str) else None,
+                status_code=response.status,
+                method="POST",
+                path=self.path,
+            ) from exc
+        if response.provenance != "answer":
+            receipt = attrs.evolve(receipt, provenance=response.provenance)
+        return receipt
+
+    async def find(self, action: A, *, timeout: Timeout = None) -> R | None:
+        """The stored record of `action`, found by its reference and checked field by field: reconcile an
+        `OutcomeUnknownError` with it (`await resource.find(exc.action)`).
+
+        None means Amili holds no record under the reference *now* (a write still in progress may land later:
+        wait past the settle window before sending the action again). Records that hold the reference but
+        are not exactly one record of this action raise `ReferenceConflictError`; an answer that cannot prove
+        absence (a server ignoring the filter) raises `OutcomeUnknownError`; an action without a reference,
+        `ValidationError`.
+        """
+        identity = Identity.of(action)
+        if identity is None:
+            raise ValidationError(f"this {action.kind} has no reference to find it by")
+        pipeline = with_timeout(self._pipeline, timeout)
+
+        async def get(path: str, params: Mapping[str, str] | None) -> Any:
+            return (await pipeline.request("GET", path, params=params, operation=f"amili.{self.name}.find")).payload
 
         try:
-            body = serde.converter().unstructure(action)
-            response = await pipeline.request("POST", self.path, json=body, reconcile=reconcile)
-            return serde.structure_document(response.payload, self.receipt)
+            sighting: Sighting = await pipeline.connection.lookups.run(self.path, lambda: look(get, identity))
+            if sighting.conflict:
+                raise conflict_error(identity, sighting, method="GET", path=self.path)
+            if sighting.unfiltered and sighting.found is None:
+                raise OutcomeUnknownError(
+                    "the lookup by reference answered records outside its filter: not finding it there proves nothing",
+                    method="GET",
+                    path=self.path,
+                )
         except AmiliError as exc:
             exc.action = action
             exc.reference = action.reference
             raise
+        if sighting.found is None:
+            return None
+        return attrs.evolve(serde.structure_document(sighting.found, self.receipt), provenance="found")
 
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""
         _validate.object_id("id", id)
-        response = await with_timeout(self._pipeline, timeout).request("GET", f"{self.path}/{id}")
+        response = await with_timeout(self._pipeline, timeout).request(
+            "GET", f"{self.path}/{id}", operation=f"amili.{self.name}.get"
+        )
         return serde.structure_document(response.payload, self.receipt)
 
     def list(
@@ -63,9 +128,12 @@ class _ActionResource(Generic[A, R]):
         sort: str | None = None,
         max_results: int = 25,
         limit: int | None = None,
+        max_pages: int | None = MAX_PAGES,
         timeout: Timeout = None,
     ) -> AsyncPager[R]:
-        """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate."""
+        """Every record matching `where` (an Eve/Mongo filter), fetched page by page as you iterate.
+
+        The pager always ends: see `AsyncPager` (`max_pages` bounds it whatever the server claims)."""
         return AsyncPager(
             with_timeout(self._pipeline, timeout),
             self.path,
@@ -74,12 +142,15 @@ class _ActionResource(Generic[A, R]):
             sort=sort,
             max_results=max_results,
             limit=limit,
+            max_pages=max_pages,
+            operation=f"amili.{self.name}.list",
         )
 
 
 class CreditorPayments(_ActionResource[CreditorPayment, PaymentReceipt]):
     path = CreditorPayment.path
     receipt = PaymentReceipt
+    name = "creditor_payments"
 
     async def create(
         self,
@@ -111,12 +182,13 @@ class CreditorPayments(_ActionResource[CreditorPayment, PaymentReceipt]):
             client_registration_date=client_registration_date,
             origin=origin,
         )
-        return await self.execute(action, timeout=timeout)
+        return await self._execute(action, timeout, self._create)
 
 
 class CreditorCreditings(_ActionResource[CreditorCrediting, CreditingReceipt]):
     path = CreditorCrediting.path
     receipt = CreditingReceipt
+    name = "creditor_creditings"
 
     async def create(
         self,
@@ -144,12 +216,13 @@ class CreditorCreditings(_ActionResource[CreditorCrediting, CreditingReceipt]):
             client_registration_date=client_registration_date,
             origin=origin,
         )
-        return await self.execute(action, timeout=timeout)
+        return await self._execute(action, timeout, self._create)
 
 
 class CreditorCancellations(_ActionResource[CreditorCancellation, CancellationReceipt]):
     path = CreditorCancellation.path
     receipt = CancellationReceipt
+    name = "creditor_cancellations"
 
     async def create(
         self,
@@ -162,4 +235,4 @@ class CreditorCancellations(_ActionResource[CreditorCancellation, CancellationRe
     ) -> CancellationReceipt:
         """Cancel a case entirely. A lost answer is settled by looking for the case's cancellation."""
         action = CreditorCancellation(creditor=creditor, case=case, invoice_number=invoice_number, origin=origin)
-        return await self.execute(action, timeout=timeout)
+        return await self._execute(action, timeout, self._create)

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import serde
+from .. import _telemetry, serde
 from .._pipeline import Pipeline
-from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, normalise_issues
+from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, RespiteValidationError, normalise_issues
 from ..models import _validate
 from ..models.actions import RespiteGrant
 from ..models.cases import Case, RespiteCheck
 from ..models.receipts import RespiteReceipt
-from ._base import AsyncPager, Timeout, with_timeout
+from ._base import MAX_PAGES, AsyncPager, Timeout, with_timeout
 
 __all__ = ["Cases", "Respite"]
 
@@ -25,7 +25,9 @@ class Cases:
 
     async def get(self, case_id: str, *, timeout: Timeout = None) -> Case:
         _validate.object_id("case_id", case_id)
-        response = await with_timeout(self._pipeline, timeout).request("GET", f"{self.path}/{case_id}")
+        response = await with_timeout(self._pipeline, timeout).request(
+            "GET", f"{self.path}/{case_id}", operation="amili.cases.get"
+        )
         return serde.structure_document(response.payload, Case)
 
     def list(
@@ -35,6 +37,7 @@ class Cases:
         sort: str | None = None,
         max_results: int = 25,
         limit: int | None = None,
+        max_pages: int | None = MAX_PAGES,
         timeout: Timeout = None,
     ) -> AsyncPager[Case]:
         return AsyncPager(
@@ -45,6 +48,8 @@ class Cases:
             sort=sort,
             max_results=max_results,
             limit=limit,
+            max_pages=max_pages,
+            operation="amili.cases.list",
         )
 
 
@@ -58,7 +63,9 @@ class Respite:
         """Whether a respite may be granted now: 200 is yes; 206 is no, with the reasons in `issues`."""
         _validate.object_id("case_id", case_id)
         path = f"/domain-actions/cases/respite/{case_id}"
-        response = await with_timeout(self._pipeline, timeout).request("GET", path, ok=(200, 206))
+        response = await with_timeout(self._pipeline, timeout).request(
+            "GET", path, ok=(200, 206), operation="amili.respite.check"
+        )
         payload = response.payload
         raw_issues = payload.get("issues", payload.get("_issues")) if isinstance(payload, Mapping) else None
         issues = tuple(m for messages in normalise_issues(raw_issues).values() for m in messages)
@@ -66,25 +73,37 @@ class Respite:
 
     async def grant(self, case_id: str, *, days: int, timeout: Timeout = None) -> RespiteReceipt:
         """Postpone the case by `days`. Raises `RespiteNotAllowedError` (with `issues`) when Amili refuses."""
-        return await self.execute(RespiteGrant(case=case_id, days=days), timeout=timeout)
+        return await self._execute(RespiteGrant(case=case_id, days=days), timeout, "amili.respite.grant")
 
     async def execute(self, action: RespiteGrant, *, timeout: Timeout = None) -> RespiteReceipt:
-        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`."""
-        try:
-            return await self._grant(action, with_timeout(self._pipeline, timeout))
-        except AmiliError as exc:
-            exc.action = action
-            exc.reference = action.reference
-            raise
+        """Send a grant. A refusal (206, or a 400/409/422 with issues) is a `RespiteNotAllowedError`; a 422 one is
+        a `RespiteValidationError`, which is also a `ValidationError`."""
+        return await self._execute(action, timeout, "amili.respite.execute")
 
-    async def _grant(self, action: RespiteGrant, pipeline: Pipeline) -> RespiteReceipt:
+    async def _execute(self, action: RespiteGrant, timeout: Timeout, operation: str) -> RespiteReceipt:
+        pipeline = with_timeout(self._pipeline, timeout)
+        telemetry = pipeline.connection.telemetry
+        with _telemetry.begin(telemetry, operation, "POST", action.path, write=True, kind=action.kind) as op:
+            try:
+                receipt = await self._grant(action, pipeline, op)
+            except AmiliError as exc:
+                exc.action = action
+                exc.reference = action.reference
+                raise
+        return _telemetry.stamp(receipt, op)  # type: ignore[no-any-return]
+
+    async def _grant(self, action: RespiteGrant, pipeline: Pipeline, op: _telemetry.Operation) -> RespiteReceipt:
         body = serde.converter().unstructure(action)
         try:
             # No reconcile: a respite is relative (+N days), so a lost answer cannot be looked up.
-            response = await pipeline.request("POST", action.path, json=body, ok=(200, 201, 204), needs_body=False)
+            response = await pipeline.request(
+                "POST", action.path, json=body, ok=(200, 201, 204), needs_body=False, within=op
+            )
         except APIStatusError as exc:
             if exc.status_code in (400, 409, 422) and exc.issues:
-                raise RespiteNotAllowedError(
+                # A 422 refusal is a validation error too (`except ValidationError` catches it); see errors.py.
+                refusal = RespiteValidationError if exc.status_code == 422 else RespiteNotAllowedError
+                raise refusal(
                     exc.message,
                     status_code=exc.status_code,
                     issues=exc.issues,

@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from ._limits import RateLimit
 from .fake import FakeAmili
+from .faults import Fault
 from .server import start_server
 
 
@@ -37,10 +37,13 @@ def _parser() -> argparse.ArgumentParser:
         "--single-active-token", action="store_true", help="a new login revokes the account's older tokens"
     )
     serve.add_argument(
-        "--rate-limit", type=int, default=None, metavar="N", help="N requests per second per account (default: none)"
+        "--latency", type=float, default=0.0, help="seconds every write waits for its answer (after it commits)"
     )
     serve.add_argument(
-        "--rate-limit-style", choices=["eve", "retry-after"], default="eve", help="how a refusal reads (see _limits)"
+        "--rate-limit",
+        type=_rate_limit,
+        metavar="LIMIT[/SECONDS]",
+        help="an Eve-style limiter: X-RateLimit-* headers on every answer, 429 over LIMIT requests per window",
     )
     serve.add_argument(
         "--stats", action="store_true", help="on shutdown, print a second JSON line: token requests, statuses, ..."
@@ -48,17 +51,32 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rate_limit(text: str) -> tuple[int, float]:
+    limit, _, period = text.partition("/")
+    try:
+        parsed = int(limit), float(period or "1")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LIMIT or LIMIT/SECONDS, got {text!r}") from None
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive LIMIT and SECONDS, got {text!r}")
+    return parsed
+
+
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeAmili(
         seed=args.seed,
         token_lifetime=args.token_lifetime,
         record_requests=False,
+        rate_limit=args.rate_limit,
         single_active_token=args.single_active_token,
     )
-    if args.rate_limit is not None:
-        fake.rate_limit(RateLimit(args.rate_limit, args.rate_limit_style))
     creditor = fake.add_creditor(name="Benchmark Creditor AB")
-    cases = [fake.add_case(creditor.id, capital=Decimal("10000.00")) for _ in range(args.cases)]
+    # Case i has invoice number INV-i, as in `amili ... --fake` (where it is case @i).
+    cases = [
+        fake.add_case(creditor.id, capital=Decimal("10000.00"), invoice_number=f"INV-{i}") for i in range(args.cases)
+    ]
+    if args.latency > 0:
+        fake.inject(Fault("latency", method="POST", seconds=args.latency))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ account's documents) and finally the business rules in `_rules`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +40,22 @@ _ACTIONS: dict[str, tuple[Schema, str]] = {
     "creditor--cancellations": (CANCELLATION, "_cancellation_status"),
 }
 _WRITABLE = frozenset({*_ACTIONS, "case--registrations"})
+# The business reference of each action resource (what the optional unique index covers).
+REFERENCE_FIELD = {"creditor--payments": "creditor_payment_reference", "creditor--creditings": "creditor_reference"}
+
+
+def _reference_in(resource: str, query: Mapping[str, str]) -> str | None:
+    """The reference a `where` pins by plain equality (a lookup), so the list can start from the index."""
+    field = REFERENCE_FIELD.get(resource)
+    where = query.get("where")
+    if field is None or where is None or field not in where:
+        return None
+    try:
+        parsed = json.loads(where)
+    except ValueError:
+        return None  # run_list answers the 400
+    value = parsed.get(field) if isinstance(parsed, dict) else None
+    return value if isinstance(value, str) else None
 
 
 class Malformed:
@@ -53,11 +70,20 @@ def _item_title(resource: str) -> str:
 
 
 class Api:
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    """`unique`: None, or the status (422 like Cerberus' `unique` rule, 409 like a MongoDB unique index) with
+    which a write whose reference is already stored is refused."""
 
-    def dispatch(self, req: WireRequest, body: Any) -> Reply:
-        """Answer one request; `body` is the parsed JSON, None when empty, or `MALFORMED`."""
+    def __init__(self, store: Store, unique: int | None = None) -> None:
+        self.store = store
+        self.unique = unique
+
+    def dispatch(self, req: WireRequest, body: Any, *, lag: float = 0.0, account: str | None = None) -> Reply:
+        """Answer one request; `body` is the parsed JSON, None when empty, or `MALFORMED`.
+
+        `lag`: reads miss what committed less than `lag` seconds ago. `account`: already authenticated (a late
+        write landing after its token was checked).
+        """
+        before = self.store.now() - lag if lag > 0 else None
         path = req.path.rstrip("/") or "/"
         if path == TOKEN_PATH:
             if req.method not in ("GET", "POST"):
@@ -69,13 +95,13 @@ class Api:
             allowed = "GET" if item or parts[0] not in _WRITABLE else "GET, POST"
             if req.method not in allowed.split(", "):
                 return error_reply(405, headers=[("Allow", allowed)])
-            account = self.store.token_account(req.headers.get("x-api-key"))
+            account = account or self.store.token_account(req.headers.get("x-api-key"))
             if account is None:
                 return unauthorized()
             if item:
-                return self._get_item(parts[0], parts[1], account, req)
+                return self._get_item(parts[0], parts[1], account, req, before)
             if req.method == "GET":
-                return self._get_list(parts[0], account, req)
+                return self._get_list(parts[0], account, req, before)
             if not isinstance(body, dict):
                 return error_reply(400)
             if parts[0] == "case--registrations":
@@ -84,7 +110,7 @@ class Api:
         if tuple(parts[:3]) == RESPITE_PREFIX and len(parts) == 4:
             if req.method not in ("GET", "POST"):
                 return error_reply(405, headers=[("Allow", "GET, POST")])
-            account = self.store.token_account(req.headers.get("x-api-key"))
+            account = account or self.store.token_account(req.headers.get("x-api-key"))
             if account is None:
                 return unauthorized()
             return self._respite(parts[3], account, req, body)
@@ -133,18 +159,19 @@ class Api:
 
     # -- reads --------------------------------------------------------------------------------------
 
-    def _owned(self, resource: str, doc_id: str, account: str) -> Doc | Reply:
-        """The document, or the 404/403 reply explaining why the caller cannot have it."""
+    def _owned(self, resource: str, doc_id: str, account: str, before: float | None = None) -> Doc | Reply:
+        """The document, or the 404/403 reply explaining why the caller cannot have it (or cannot see it yet:
+        committed after `before`)."""
         collection = self.store.collections[resource]
         doc = collection.docs.get(doc_id) if is_object_id(doc_id) else None
-        if doc is None:
+        if doc is None or (before is not None and collection.committed[doc_id] > before):
             return error_reply(404)
         if collection.owner[doc_id] != account:
             return error_reply(403)
         return doc
 
-    def _get_item(self, resource: str, doc_id: str, account: str, req: WireRequest) -> Reply:
-        found = self._owned(resource, doc_id, account)
+    def _get_item(self, resource: str, doc_id: str, account: str, req: WireRequest, before: float | None) -> Reply:
+        found = self._owned(resource, doc_id, account, before)
         if isinstance(found, Reply):
             return found
         etag = f'"{found["_etag"]}"'
@@ -153,9 +180,10 @@ class Api:
             return Reply(304, [("ETag", etag)], b"")
         return json_reply(200, found, [("ETag", etag)])
 
-    def _get_list(self, resource: str, account: str, req: WireRequest) -> Reply:
+    def _get_list(self, resource: str, account: str, req: WireRequest, before: float | None) -> Reply:
         try:
-            body, total = run_list(resource, self.store.collections[resource].visible(account), req.query)
+            docs = self.store.collections[resource].visible(account, before, _reference_in(resource, req.query))
+            body, total = run_list(resource, docs, req.query)
         except BadQuery as exc:
             return error_reply(400, f"Bad query: {exc}")
         return json_reply(200, body, [("X-Total-Count", str(total))])
@@ -166,8 +194,13 @@ class Api:
         schema, status_key = _ACTIONS[resource]
         doc, issues = validate(body, schema)
         self._case_identity(body, issues)
+        taken = self._taken(resource, doc)
+        if taken and self.unique == 422:  # Cerberus' `unique` rule: one more validation issue
+            issues.setdefault(REFERENCE_FIELD[resource], []).append(f"value '{taken}' is not unique")
         if issues:
             return validation_reply(issues)
+        if taken:  # a unique index: MongoDB's duplicate key error, which Eve answers with 409
+            return error_reply(409, f"Duplicate key error: E11000 duplicate key on {REFERENCE_FIELD[resource]}")
         creditor_id: str | None = doc.get("creditor")
         if creditor_id is not None:
             owner = self.store.creditor_account(creditor_id)
@@ -192,6 +225,14 @@ class Api:
                 return validation_reply({"invoice_number": [message]})
             case = self.store.collections["cases"].docs[case_id]
         return self._apply_action(resource, status_key, account, doc, case, req)
+
+    def _taken(self, resource: str, doc: Doc) -> str | None:
+        """The write's reference when the unique index is on and already holds it."""
+        field = REFERENCE_FIELD.get(resource)
+        reference = doc.get(field) if field else None
+        if self.unique is None or not isinstance(reference, str):
+            return None
+        return reference if reference in self.store.collections[resource].references else None
 
     @staticmethod
     def _case_identity(body: Mapping[str, Any], issues: Issues) -> None:
@@ -238,8 +279,12 @@ class Api:
             "account": account,
             **result,
         }
+        collection = store.collections[resource]
         if store.keep_documents:
-            store.collections[resource].insert(stored, account)
+            collection.insert(stored, account, store.now())
+        reference = doc.get(REFERENCE_FIELD.get(resource, ""))
+        if isinstance(reference, str):
+            collection.references.setdefault(reference, []).append(meta["_id"])
         return self._created(resource, meta, req, {status_key: "completed", **result})
 
     def _created(self, resource: str, meta: Doc, req: WireRequest, extras: Doc) -> Reply:
@@ -293,7 +338,7 @@ class Api:
             "_ocr_numbers": [store.new_id() for _ in case_ids],
             "_ocr_numbers_ocr": [store.collections["cases"].docs[c]["reference_number"] for c in case_ids],
         }
-        store.collections["case--registrations"].insert({**meta, **doc, **extras}, account)
+        store.collections["case--registrations"].insert({**meta, **doc, **extras}, account, store.now())
         return self._created("case--registrations", meta, req, extras)
 
     # -- respite ------------------------------------------------------------------------------------

@@ -1,35 +1,63 @@
 """Server-side rate limits for the in-memory Amili: test your own code against the limiters Amili may run behind.
 
 ```python
-fake.rate_limit(RateLimit.eve(150))          # Eve's own limiter: 150 requests per second per account
-fake.rate_limit(RateLimit.retry_after(200))  # a gateway's: 429 with Retry-After
-fake.rate_limit(None)                        # no limit (the default)
+fake = FakeAmili(rate_limit=RateLimit.eve(150))   # Eve's own limiter: 150 requests a second per account
+fake.set_rate_limit(RateLimit.retry_after(200))   # a gateway's: 429 with Retry-After
+fake.set_rate_limit(None)                         # no limit (the default)
+fake = FakeAmili(rate_limit=(150, 1.0))           # one Eve-style limiter for the whole fake (`amili doctor`)
 ```
 
-Both count every API request of one account (all its creditors share one API user) in fixed windows aligned to
-the fake's clock; the token endpoint is not limited. A request over the limit is refused with 429 before
-anything else happens, so nothing is applied. They differ in what they say:
+Every limiter counts API requests in fixed windows aligned to the fake's clock (`FixedWindowLimit`); the token
+endpoint is not limited. A request over the limit is refused with 429 before anything else happens, so nothing
+is applied. What they say:
 
-- ``eve``: Eve's `RateLimit` with a period of one second. Answers inside the limit carry
-  `X-RateLimit-Remaining`, `X-RateLimit-Limit` and `X-RateLimit-Reset` (the window's end, epoch seconds); the
-  429 itself is Eve's bare error envelope without any header (Eve aborts before it stores the numbers the
-  headers are written from) and without `Retry-After`.
-- ``retry-after``: a 429 with `Retry-After` (whole seconds until the window ends, at least 1), no other header.
+- ``RateLimit.eve``: Eve's `RateLimit` with a period of one second, per account (all creditors of one API user
+  share it). Answers inside the limit carry `X-RateLimit-Remaining`, `-Limit` and `-Reset` (the window's end,
+  epoch seconds); the 429 itself is Eve's bare error envelope, without any header (Eve's decorator aborts before
+  it stores the numbers the headers are written from) and without `Retry-After`.
+- ``RateLimit.retry_after``: per account, a 429 with `Retry-After` (whole seconds until the window ends, at
+  least 1), no other header.
+- ``(limit, period)``: one `FixedWindowLimit` for the whole fake; its headers are on every answer, the 429 too.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Literal
 
 import attrs
 
-from .._wire import TOKEN_PATH
 from ._store import Store
-from ._wire import Outcome, WireRequest, error_reply
+from ._wire import Reply, WireRequest, error_reply
 
-__all__ = ["RateLimit", "RateLimits"]
+__all__ = ["FixedWindowLimit", "RateLimit", "RateLimits"]
+
+
+@attrs.define
+class FixedWindowLimit:
+    """`limit` requests per `period` seconds for the whole fake (Eve keys by client; one client is the norm)."""
+
+    limit: int
+    period: float = 1.0
+    _window: int = attrs.field(default=-1, init=False)
+    _count: int = attrs.field(default=0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        if self.limit < 1 or self.period <= 0:
+            raise ValueError("a rate limit needs limit >= 1 and period > 0")
+
+    def admit(self, now: float) -> tuple[bool, list[tuple[str, str]]]:
+        """Count one request at `now` (epoch seconds): whether it is allowed, and the headers to answer with."""
+        window = int(now // self.period)
+        if window != self._window:
+            self._window, self._count = window, 0
+        self._count += 1
+        headers = [
+            ("X-RateLimit-Limit", str(self.limit)),
+            ("X-RateLimit-Remaining", str(max(self.limit - self._count, 0))),
+            ("X-RateLimit-Reset", str(int((window + 1) * self.period))),
+        ]
+        return self._count <= self.limit, headers
 
 
 @attrs.frozen
@@ -50,34 +78,27 @@ class RateLimit:
 
 
 class RateLimits:
-    """The counters of one fake: per account, the current window's end and how many requests it counted."""
+    """A `RateLimit` at work: one `FixedWindowLimit` per account."""
 
     def __init__(self, rule: RateLimit, store: Store) -> None:
         self.rule = rule
         self._store = store
-        self._windows: dict[str, tuple[float, int]] = {}
+        self._windows: dict[str, FixedWindowLimit] = {}
         self.refused = 0  # requests answered 429
 
-    def handle(self, req: WireRequest, run: Callable[[], Outcome]) -> Outcome:
-        """Refuse `req` with 429, or `run()` it and stamp Eve's headers on its answer."""
-        if req.path.rstrip("/") == TOKEN_PATH:
-            return run()
-        store, rule_ = self._store, self.rule
-        now = store.now()
-        end = (math.floor(now / rule_.window) + 1) * rule_.window
-        key = store.token_account(req.headers.get("x-api-key")) or "anonymous"
-        window_end, count = self._windows.get(key, (0.0, 0))
-        count = count + 1 if window_end == end else 1
-        self._windows[key] = (end, count)
-        if count > rule_.limit:
-            self.refused += 1
-            headers = [] if rule_.style == "eve" else [("Retry-After", str(max(1, math.ceil(end - now))))]
-            return Outcome("respond", error_reply(429, "Rate limit exceeded", headers=headers))
-        outcome = run()
-        if rule_.style == "eve" and outcome.reply is not None:
-            outcome.reply.headers += [
-                ("X-RateLimit-Remaining", str(rule_.limit - count)),
-                ("X-RateLimit-Limit", str(rule_.limit)),
-                ("X-RateLimit-Reset", str(math.ceil(end))),
-            ]
-        return outcome
+    def admit(self, req: WireRequest) -> tuple[Reply | None, list[tuple[str, str]]]:
+        """(the 429 to answer, or None when the request may pass; the headers for an answer that passes)."""
+        rule, now = self.rule, self._store.now()
+        key = self._store.token_account(req.headers.get("x-api-key")) or "anonymous"
+        window = self._windows.get(key)
+        if window is None:
+            window = self._windows[key] = FixedWindowLimit(rule.limit, rule.window)
+        allowed, headers = window.admit(now)
+        if allowed:
+            return None, headers if rule.style == "eve" else []
+        self.refused += 1
+        extra = []
+        if rule.style == "retry-after":
+            reset = float(dict(headers)["X-RateLimit-Reset"])
+            extra.append(("Retry-After", str(max(1, math.ceil(reset - now)))))
+        return error_reply(429, "Rate limit exceeded", headers=extra), []

@@ -7,10 +7,11 @@ store and shared by the accounts that use that algorithm (each account still has
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import random
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -60,21 +61,38 @@ class RespiteLimits:
 
 
 class Collection:
-    """Documents of one resource, in insertion order, with the account each belongs to."""
+    """Documents of one resource, in insertion order, with the account each belongs to and when it committed.
+
+    `references` maps each business reference stored so far to its documents' ids: the optional unique index,
+    and the fast path of lookups by reference.
+    """
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.docs: dict[str, Doc] = {}
         self.owner: dict[str, str] = {}
+        self.committed: dict[str, float] = {}
+        self.references: dict[str, list[str]] = {}
         self._by_account: defaultdict[str, list[Doc]] = defaultdict(list)
 
-    def insert(self, doc: Doc, account: str) -> None:
+    def insert(self, doc: Doc, account: str, at: float = 0.0) -> None:
         self.docs[doc["_id"]] = doc
         self.owner[doc["_id"]] = account
+        self.committed[doc["_id"]] = at
         self._by_account[account].append(doc)
 
-    def visible(self, account: str) -> list[Doc]:
-        return self._by_account.get(account, [])
+    def visible(self, account: str, before: float | None = None, reference: str | None = None) -> list[Doc]:
+        """The account's documents; with `before`, only those committed at or before that time (a replica);
+        with `reference`, only those stored under that business reference (a lookup, through the index)."""
+        if reference is not None:
+            ids = self.references.get(reference, ())
+            docs = [self.docs[i] for i in ids if i in self.docs and self.owner[i] == account]
+        else:
+            docs = self._by_account.get(account, [])
+        if before is None:
+            return docs
+        committed = self.committed
+        return [d for d in docs if committed[d["_id"]] <= before]
 
 
 class Store:
@@ -89,6 +107,7 @@ class Store:
         self.keep_documents = keep_documents
         self.single_active_token = single_active_token
         self.clock = clock
+        self.landing_at: float | None = None
         self.token_lifetime = token_lifetime
         self._seed = seed
         self._counter = 0
@@ -125,11 +144,20 @@ class Store:
         return f"{self._secrets.getrandbits(bits):0{bits // 4}x}"
 
     def now(self) -> float:
-        return self.clock()
+        return self.clock() if self.landing_at is None else self.landing_at
+
+    @contextlib.contextmanager
+    def at(self, moment: float) -> Iterator[None]:
+        """Handle a request as of `moment` (a late write landing at the time it committed)."""
+        self.landing_at = moment
+        try:
+            yield
+        finally:
+            self.landing_at = None
 
     def stamp(self, epoch: float | None = None) -> str:
         """The current time as RFC 1123 (cached per second: this runs on every write)."""
-        t = int(self.clock() if epoch is None else epoch)
+        t = int(self.now() if epoch is None else epoch)
         if self._stamp_cache[0] != t:
             self._stamp_cache = (t, format_http_date(t))
         return self._stamp_cache[1]

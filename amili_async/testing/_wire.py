@@ -8,7 +8,7 @@ their native request into a `WireRequest`, and send back the `Outcome` the fake 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import attrs
 
@@ -18,6 +18,7 @@ from .._wire import loads_exact as loads
 
 __all__ = [
     "BadJson",
+    "Handler",
     "Outcome",
     "Reply",
     "WireRequest",
@@ -58,12 +59,13 @@ class Reply:
     body: bytes
 
 
-Action = Literal["respond", "drop", "connect_error", "stall"]
+Action = Literal["respond", "drop", "connect_error", "stall", "hang"]
 
 
 @attrs.define(slots=True)
 class Outcome:
-    """What a frontend must do with a request: answer (maybe late), stall mid-body, drop or refuse it.
+    """What a frontend must do with a request: answer (maybe late), stall mid-body, drop or refuse it, or
+    never answer at all ("hang": the client's read timeout ends the wait).
 
     For "stall", only `reply.body[:stall_at]` is sent after the headers, then nothing more.
     """
@@ -75,6 +77,14 @@ class Outcome:
 
 
 # -- replies -------------------------------------------------------------------------------------------
+
+
+class Handler(Protocol):
+    """What a front end (httpx transport, ASGI app, socket server) needs: one request in, one outcome out.
+
+    `FakeAmili` is one; the front ends depend on this protocol, never on the fake itself."""
+
+    def handle(self, req: WireRequest) -> Outcome: ...
 
 
 def json_reply(status: int, body: Any, headers: list[tuple[str, str]] | None = None) -> Reply:

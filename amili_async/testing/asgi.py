@@ -2,21 +2,18 @@
 
 Faults: drops and refused connections raise `SimulatedDisconnect` out of the app (an ASGI app cannot
 close a socket itself); latency sleeps before answering; a stalled body sends the headers and part of the
-body, then waits forever.
+body, then waits forever; a request never answered (a late commit) waits forever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio
 
-from ._wire import WireRequest
-
-if TYPE_CHECKING:
-    from .fake import FakeAmili
+from ._wire import Handler, WireRequest
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -29,7 +26,7 @@ class SimulatedDisconnect(ConnectionError):
 
 
 class AsgiApp:
-    def __init__(self, fake: FakeAmili) -> None:
+    def __init__(self, fake: Handler) -> None:
         self._fake = fake
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -59,6 +56,8 @@ class AsgiApp:
         outcome = self._fake.handle(wire)
         if outcome.action in ("drop", "connect_error"):
             raise SimulatedDisconnect(f"simulated {outcome.action.replace('_', ' ')}")
+        if outcome.action == "hang":  # never answered: the client gives up
+            await anyio.sleep_forever()
         reply = outcome.reply
         assert reply is not None
         if outcome.delay > 0:

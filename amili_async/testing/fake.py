@@ -6,6 +6,8 @@ writing state), so concurrent requests on one event loop never interleave half-w
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import random
 import time
 from collections import Counter
@@ -19,7 +21,7 @@ import httpx
 
 from .._wire import TOKEN_PATH
 from ._api import MALFORMED, Api
-from ._limits import RateLimit, RateLimits
+from ._limits import FixedWindowLimit, RateLimit, RateLimits
 from ._store import Doc, RespiteLimits, Store, as_http_date
 from ._wire import BadJson, Outcome, Reply, WireRequest, error_reply, html_error_reply, loads
 from .faults import Fault, FaultBook, seconds_header
@@ -46,7 +48,8 @@ class FakeCreditor:
 class RecordedRequest:
     """One request as the fake received it. `json` holds floats as `Decimal`; `X-API-Key` is never kept.
 
-    `status` is None when no answer was sent (drop, connect error); `fault` names the fault that fired.
+    `status` is None when no answer was sent (drop, connect error); `fault` names the fault that fired;
+    `request_id` is the `X-Request-ID` header it came with (every attempt of one SDK call sends the same).
     """
 
     method: str
@@ -55,6 +58,7 @@ class RecordedRequest:
     json: Any
     status: int | None = None
     fault: str | None = None
+    request_id: str | None = None
 
 
 def _money(value: Decimal | int | str) -> Decimal:
@@ -65,10 +69,17 @@ class FakeAmili:
     """An in-memory Amili creditor API (what moto is to boto3).
 
     ``seed`` makes ids, tokens and probabilistic faults repeatable; ``clock`` (epoch seconds) drives
-    ``_created``/``_updated``, token expiry and JWT checks. ``record_requests=False`` and
-    ``keep_documents=False`` (action documents and case history entries are not stored; balances still move)
-    keep memory flat in long benchmark runs. ``single_active_token=True`` keeps one token active per account:
-    a new login revokes the older tokens (so processes that log in on their own knock each other out).
+    ``_created``/``_updated``, token expiry, JWT checks, late commits and read lag. ``record_requests=False``
+    and ``keep_documents=False`` (action documents and case history entries are not stored; balances still
+    move) keep memory flat in long benchmark runs. ``rate_limit=(limit, period)`` turns on an Eve-style
+    limiter: ``X-RateLimit-*`` headers on every API answer, 429 (without ``Retry-After``) over the limit; a
+    `RateLimit` limits per account instead (see `set_rate_limit`). Every
+    answer carries a ``Date`` header from ``clock``, so a fake with a skewed clock shows its skew as a server
+    would. ``unique_references=True`` puts a unique index on payment and crediting references: a write whose
+    reference is already stored is refused with ``unique_status`` (422 ``value '...' is not unique``, as Eve's
+    `unique` rule answers, or 409, as a MongoDB index does). ``single_active_token=True`` keeps one token
+    active per account: a new login revokes the older tokens (so processes that log in on their own knock each
+    other out). `statuses` counts the answers sent, by status.
     """
 
     BASE_URL: ClassVar[str] = "https://fake.amili.test"
@@ -81,17 +92,25 @@ class FakeAmili:
         *,
         record_requests: bool = True,
         keep_documents: bool = True,
+        rate_limit: RateLimit | tuple[int, float] | None = None,
+        unique_references: bool = False,
+        unique_status: int = 422,
         single_active_token: bool = False,
     ) -> None:
+        if unique_status not in (409, 422):
+            raise ValueError("unique_status must be 409 or 422")
         self.seed = seed
         self._store = Store(seed, clock or time.time, token_lifetime, keep_documents, single_active_token)
-        self._api = Api(self._store)
+        self._api = Api(self._store, unique_status if unique_references else None)
+        # Late writes (a `late_commit` fault): due time, arrival number, request, body, account.
+        self._pending: list[tuple[float, int, WireRequest, Any, str]] = []
+        self._arrivals = itertools.count()
         self._faults = FaultBook(random.Random(seed))
-        self._limits: RateLimits | None = None
         self._record = record_requests
         self._requests: list[RecordedRequest] = []
         self._asgi: AsgiApp | None = None
         self.statuses: Counter[int] = Counter()  # answers sent, by status (kept even without recording)
+        self.set_rate_limit(rate_limit)
 
     # -- seeding ------------------------------------------------------------------------------------
 
@@ -200,9 +219,32 @@ class FakeAmili:
     def clear_faults(self) -> None:
         self._faults.clear()
 
-    def rate_limit(self, rule: RateLimit | None) -> None:
-        """Limit every account's request rate like Eve's limiter or a gateway does (see `testing._limits`)."""
-        self._limits = None if rule is None else RateLimits(rule, self._store)
+    def set_rate_limit(self, rule: RateLimit | tuple[int, float] | None) -> None:
+        """Limit the request rate like Eve's limiter or a gateway does (see `amili_async.testing._limits`):
+        a `RateLimit` per account, or `(limit, period)` for one Eve-style limiter over the whole fake."""
+        self._limit: FixedWindowLimit | RateLimits | None
+        if rule is None:
+            self._limit = None
+        elif isinstance(rule, RateLimit):
+            self._limit = RateLimits(rule, self._store)
+        else:
+            self._limit = FixedWindowLimit(*rule)
+
+    @property
+    def pending_writes(self) -> int:
+        """Writes accepted by a `late_commit` fault that have not committed yet."""
+        self._land(self._store.now())
+        return len(self._pending)
+
+    def commit_pending(self) -> None:
+        """Land every write still in progress now (each as of the moment it was due), as if time had passed."""
+        self._land(float("inf"))
+
+    def _land(self, until: float) -> None:
+        while self._pending and self._pending[0][0] <= until:
+            due, _, req, body, account = heapq.heappop(self._pending)
+            with self._store.at(due):
+                self._api.dispatch(req, body, account=account)
 
     def revoke_tokens(self) -> None:
         """Every token issued so far answers 401 from now on."""
@@ -217,21 +259,26 @@ class FakeAmili:
 
     @property
     def cases(self) -> dict[str, Doc]:
+        self._land(self._store.now())
         return dict(self._store.collections["cases"].docs)
 
     def get_case(self, case_id: str) -> Doc:
+        self._land(self._store.now())
         return self._store.collections["cases"].docs[case_id]
 
     @property
     def payments(self) -> list[Doc]:
+        self._land(self._store.now())
         return list(self._store.collections["creditor--payments"].docs.values())
 
     @property
     def creditings(self) -> list[Doc]:
+        self._land(self._store.now())
         return list(self._store.collections["creditor--creditings"].docs.values())
 
     @property
     def cancellations(self) -> list[Doc]:
+        self._land(self._store.now())
         return list(self._store.collections["creditor--cancellations"].docs.values())
 
     @property
@@ -250,6 +297,7 @@ class FakeAmili:
 
     def handle(self, req: WireRequest) -> Outcome:
         """Record the request, pick a fault, run the API, and say how the frontend must answer."""
+        self._land(self._store.now())  # late writes whose time has come commit before anything else is seen
         if req.path.rstrip("/") == TOKEN_PATH:
             self._store.token_requests += 1
         body: Any = None
@@ -260,20 +308,37 @@ class FakeAmili:
                 body = MALFORMED
         record: RecordedRequest | None = None
         if self._record:
-            record = RecordedRequest(req.method, req.path, dict(req.query), None if body is MALFORMED else body)
+            record = RecordedRequest(
+                req.method,
+                req.path,
+                dict(req.query),
+                None if body is MALFORMED else body,
+                request_id=req.headers.get("x-request-id"),
+            )
             self._requests.append(record)
-        fault = self._faults.pick(req.method, req.path)
-        limits = self._limits  # a server-side rate limit, when set, answers before anything else (no fault fired)
-        if limits is not None and fault is None:
-            outcome = limits.handle(req, lambda: self._run(None, req, body))
-        else:
-            outcome = self._run(fault, req, body)
+        refusal, limit_headers = self._admit(req)
+        fault = None if refusal is not None else self._faults.pick(req.method, req.path, body)
+        outcome = Outcome("respond", refusal) if refusal is not None else self._run(fault, req, body)
+        if outcome.reply is not None:  # what a server adds to every answer: its clock, and its limiter's count
+            outcome.reply.headers.append(("Date", self._store.stamp()))
+            outcome.reply.headers.extend(limit_headers)
         if outcome.reply is not None:
             self.statuses[outcome.reply.status] += 1
         if record is not None:
             record.fault = fault.kind if fault else None
             record.status = outcome.reply.status if outcome.reply is not None else None
         return outcome
+
+    def _admit(self, req: WireRequest) -> tuple[Reply | None, list[tuple[str, str]]]:
+        """(the 429 to answer, or None; the limiter's headers for the answer): never limited without a rate limit
+        or at the token endpoint."""
+        limit = self._limit
+        if limit is None or req.path.rstrip("/") == TOKEN_PATH:
+            return None, []
+        if isinstance(limit, RateLimits):
+            return limit.admit(req)
+        allowed, headers = limit.admit(self._store.now())
+        return (None if allowed else error_reply(429)), headers
 
     def _run(self, fault: Fault | None, req: WireRequest, body: Any) -> Outcome:
         if fault is None:
@@ -288,6 +353,13 @@ class FakeAmili:
             return Outcome("respond", self._rate_limited(fault))
         if kind == "drop_before_commit":
             return Outcome("drop")
+        if kind == "late_commit":
+            return self._accept_late(fault, req, body)
+        if kind == "read_lag":
+            return Outcome("respond", self._api.dispatch(req, body, lag=fault.seconds))
+        if kind == "ignore_where":
+            query = {k: v for k, v in req.query.items() if k != "where"}
+            return Outcome("respond", self._api.dispatch(attrs.evolve(req, query=query), body))
         if kind == "revoke_token":
             self.revoke_tokens()
         reply = self._api.dispatch(req, body)
@@ -305,6 +377,15 @@ class FakeAmili:
         elif kind == "empty_body":
             reply.body = b""
         return Outcome("respond", reply)
+
+    def _accept_late(self, fault: Fault, req: WireRequest, body: Any) -> Outcome:
+        """A busy backend: the write (if authenticated) commits `fault.seconds` from now; the answer is lost."""
+        account = self._store.token_account(req.headers.get("x-api-key"))
+        if account is None:
+            return Outcome("respond", self._api.dispatch(req, body))  # refused at the door (401)
+        if req.method != "GET":
+            heapq.heappush(self._pending, (self._store.now() + fault.seconds, next(self._arrivals), req, body, account))
+        return Outcome("respond", html_error_reply(fault.status)) if fault.gateway else Outcome("hang")
 
     def _rate_limited(self, fault: Fault) -> Reply:
         headers = [("X-RateLimit-Limit", str(fault.limit)), ("X-RateLimit-Remaining", "0")]

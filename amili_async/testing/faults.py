@@ -1,6 +1,8 @@
 """Fault injection: the failures a client of Amili must survive, on demand and reproducibly.
 
-A `Fault` matches requests by path prefix and method. For each request the armed faults are tried in the
+A `Fault` matches requests by path prefix and method, and optionally by the fields of the JSON body (`body`:
+every given field must have that value, e.g. `{"creditor_payment_reference": "PAY-7"}`) and by rank (`nth`: only
+the n-th request that matches the rest, counting from 1). For each request the armed faults are tried in the
 order they were injected; a matching fault fires with its `probability` (drawn from the `FakeAmili`'s own
 `random.Random(seed)`, so a seeded run repeats exactly) until it has fired `times` times. At most one
 fault fires per request.
@@ -22,6 +24,14 @@ Kinds and their parameters:
   token endpoint itself.
 - ``token_endpoint_down`` (`status`, `refuse`): only matches the token endpoint; an HTML 503 (or `status`),
   or a refused connection when `refuse` is true.
+- ``late_commit`` (`seconds`, `gateway`, `status`): a busy backend. The write is accepted for processing and
+  commits `seconds` after it arrived (on the fake's clock), whatever happens to the answer: with `gateway`
+  false no answer ever comes (the client's read timeout ends the wait); with `gateway` true a proxy answers an
+  HTML `status` page (set 504) at once. `FakeAmili.commit_pending()` lands every write still in progress.
+- ``read_lag`` (`seconds`, GET only): the read is served by a lagging replica; it misses every record
+  committed less than `seconds` ago (lists leave them out, an item read answers 404).
+- ``ignore_where`` (GET only): the list is served as if the query had no `where` (a proxy or a server that
+  drops the filter): the first page of every record.
 
 Delays and header values are in seconds; header values keep up to three decimals so short test waits work.
 """
@@ -29,7 +39,8 @@ Delays and header values are in seconds; header values keep up to three decimals
 from __future__ import annotations
 
 import random
-from typing import Literal, get_args
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
 
 import attrs
 
@@ -47,7 +58,11 @@ FaultKind = Literal[
     "empty_body",
     "revoke_token",
     "token_endpoint_down",
+    "late_commit",
+    "read_lag",
+    "ignore_where",
 ]
+_READS_ONLY = frozenset({"read_lag", "ignore_where"})
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 
 
@@ -86,9 +101,18 @@ class Fault:
     reset_after: float | None = None
     limit: int = 60
     refuse: bool = False
+    gateway: bool = False
+    body: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
+    nth: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, body: Any = None) -> bool:
         if self.method is not None and self.method != method:
+            return False
+        if self.kind in _READS_ONLY and method != "GET":
+            return False
+        if self.body is not None and not (
+            isinstance(body, Mapping) and all(k in body and body[k] == v for k, v in self.body.items())
+        ):
             return False
         is_token = path.startswith(TOKEN_PATH)
         if self.kind == "token_endpoint_down" and not is_token:
@@ -102,6 +126,7 @@ class Fault:
 class _Armed:
     fault: Fault
     fired: int = 0
+    seen: int = 0  # requests that matched (for `nth`)
 
 
 class FaultBook:
@@ -117,13 +142,16 @@ class FaultBook:
     def clear(self) -> None:
         self._armed.clear()
 
-    def pick(self, method: str, path: str) -> Fault | None:
+    def pick(self, method: str, path: str, body: Any = None) -> Fault | None:
         """The fault that fires for this request, if any (consumes one random draw per uncertain match)."""
         for armed in self._armed:
             fault = armed.fault
             if fault.times is not None and armed.fired >= fault.times:
                 continue
-            if not fault.matches(method, path):
+            if not fault.matches(method, path, body):
+                continue
+            armed.seen += 1
+            if fault.nth is not None and armed.seen != fault.nth:
                 continue
             if fault.probability < 1.0 and self._rng.random() >= fault.probability:
                 continue

@@ -5,8 +5,9 @@ and HTTP/1.0 honoured), pipelined requests answered in order, ``Content-Length``
 bodies are refused with 501), ``Expect: 100-continue``.
 
 Faults on the wire: a drop closes the socket after reading the request, a refused connection aborts it
-(RST), latency delays the answer (later pipelined requests wait their turn), and a stalled body sends the
-headers and half the body, then nothing more on that connection.
+(RST), latency delays the answer (later pipelined requests wait their turn), a stalled body sends the
+headers and half the body, then nothing more on that connection, and a request that is never answered (a late
+commit) leaves its connection silent.
 
 Use it in-process with ``async with await start_server(fake) as server: ... server.base_url``, or run
 ``await serve(fake, host, port, ready)`` until cancelled.
@@ -185,6 +186,9 @@ class _Connection(asyncio.Protocol):
         if outcome.action == "drop":
             self._closed = True
             transport.close()
+            return False
+        if outcome.action == "hang":
+            self._busy = True  # for good: this request is never answered, and nothing after it
             return False
         reply = outcome.reply
         assert reply is not None

@@ -2,7 +2,8 @@
 
 - drops: `httpx.RemoteProtocolError`; refused connections: `httpx.ConnectError`;
 - latency and stalled bodies honour the request's read timeout like a socket does: when the wait is
-  longer than the timeout, sleep only the timeout, then raise `httpx.ReadTimeout`.
+  longer than the timeout, sleep only the timeout, then raise `httpx.ReadTimeout`; a request that is never
+  answered (a late commit) raises it after the read timeout.
 
 Only `anyio` sleeps are used, so it runs on asyncio and trio alike.
 """
@@ -10,15 +11,11 @@ Only `anyio` sleeps are used, so it runs on asyncio and trio alike.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import anyio
 import httpx
 
-from ._wire import WireRequest
-
-if TYPE_CHECKING:
-    from .fake import FakeAmili
+from ._wire import Handler, WireRequest
 
 
 def _read_timeout(request: httpx.Request) -> float | None:
@@ -46,7 +43,7 @@ class _StalledStream(httpx.AsyncByteStream):
 
 
 class FakeTransport(httpx.AsyncBaseTransport):
-    def __init__(self, fake: FakeAmili) -> None:
+    def __init__(self, fake: Handler) -> None:
         self._fake = fake
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -65,6 +62,12 @@ class FakeTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
         if outcome.action == "drop":
             raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        if outcome.action == "hang":  # no answer, ever: like a socket, give up at the read timeout
+            timeout = _read_timeout(request)
+            if timeout is None:
+                await anyio.sleep_forever()
+            await anyio.sleep(timeout or 0)
+            raise httpx.ReadTimeout("The read operation timed out", request=request)
         reply = outcome.reply
         assert reply is not None
         if outcome.delay > 0:

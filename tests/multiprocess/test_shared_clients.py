@@ -265,7 +265,7 @@ def test_workers_sharing_a_budget_stay_under_the_servers_limit(
     from amili_async.testing import RateLimit
 
     fake = FakeAmili(seed=14)
-    fake.rate_limit(RateLimit(40, style))  # type: ignore[arg-type]
+    fake.set_rate_limit(RateLimit(40, style))  # type: ignore[arg-type]
     creditor = fake.add_creditor()
     case = fake.add_case(creditor.id, capital="100000")
     auth = _jwt_auth(creditor)

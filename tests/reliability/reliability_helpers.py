@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -27,6 +28,23 @@ class SleepRecorder:
 
     async def __call__(self, seconds: float) -> None:
         self.calls.append(seconds)
+        await anyio.lowlevel.checkpoint()
+
+
+class VirtualTime:
+    """Real time plus every wait the SDK asked for: give it to a `FakeAmili(clock=...)` and to
+    `RetryPolicy(sleep=...)`, and a settle window of 15 s passes for both sides at once, without waiting."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.waits: list[float] = []
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.offset += seconds
         await anyio.lowlevel.checkpoint()
 
 

@@ -162,7 +162,7 @@ async def test_calls_throttled_for_good_wait_until_their_deadline_then_raise_wit
     assert len(errors) == calls
     assert all(e.attempts > policy.max_attempts for e in errors)  # throttled attempts do not count
     assert runtime.budget.level == runtime.budget.capacity
-    assert runtime.limiter.rate is not None and runtime.limiter.rate < 50  # the limiter backed off
+    assert runtime.limiter.limiter.rate is not None and runtime.limiter.limiter.rate < 50  # the limiter backed off
     assert len(fake.requests) == sum(e.attempts for e in errors)
     assert len(fake.requests) < 15 * calls  # waiting, not hammering
 

@@ -1,4 +1,4 @@
-"""The in-memory Amili's rate limits (`fake.rate_limit(...)`): what they answer over raw httpx, and that the SDK
+"""The in-memory Amili's rate limits (`fake.set_rate_limit(...)`): what they answer over raw httpx, and that the SDK
 gets every payment through them once (a rate limit costs time, not payments)."""
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ async def test_eve_style_headers_inside_the_limit_and_a_bare_429_past_it(
 ) -> None:
     case = fake.add_case(cred.id)
     headers = await login(cred)  # the token endpoint is never limited
-    fake.rate_limit(RateLimit.eve(3))
+    fake.set_rate_limit(RateLimit.eve(3))
     answers = [await http.get(f"/cases/{case}", headers=headers) for _ in range(4)]
     assert [r.status_code for r in answers] == [200, 200, 200, 429]
     assert [r.headers["X-RateLimit-Remaining"] for r in answers[:3]] == ["2", "1", "0"]
@@ -62,7 +62,7 @@ async def test_a_refused_write_is_not_applied_and_each_account_has_its_own_count
     other = fake.add_creditor(name="Other AB")
     case, other_case = fake.add_case(cred.id), fake.add_case(other.id)
     mine, theirs = await login(cred), await login(other)
-    fake.rate_limit(RateLimit.eve(1))
+    fake.set_rate_limit(RateLimit.eve(1))
     assert (await http.post("/creditor--payments", json=payment(case, cred.id), headers=mine)).status_code == 201
     assert (await http.post("/creditor--payments", json=payment(case, cred.id), headers=mine)).status_code == 429
     assert (
@@ -77,12 +77,12 @@ async def test_the_retry_after_style_says_when_the_window_ends(
     case = fake.add_case(cred.id)
     headers = await login(cred)
     clock.now = int(clock.now) // 10 * 10 + 0.25  # 9.75 s before the 10 s window ends
-    fake.rate_limit(RateLimit.retry_after(1, window=10))
+    fake.set_rate_limit(RateLimit.retry_after(1, window=10))
     assert (await http.get(f"/cases/{case}", headers=headers)).status_code == 200
     refused = await http.get(f"/cases/{case}", headers=headers)
     assert refused.status_code == 429 and refused.headers["Retry-After"] == "10"
     assert "X-RateLimit-Remaining" not in refused.headers
-    fake.rate_limit(None)
+    fake.set_rate_limit(None)
     assert (await http.get(f"/cases/{case}", headers=headers)).status_code == 200
 
 
@@ -91,7 +91,7 @@ async def test_the_sdk_gets_every_payment_through_the_fakes_limits_exactly_once(
     fake = FakeAmili(seed=3)  # the real clock: the limits' windows pass in real time
     creditor = fake.add_creditor()
     case = fake.add_case(creditor.id, capital=Decimal("100000.00"))
-    fake.rate_limit(rule)
+    fake.set_rate_limit(rule)
     paid = datetime(2025, 10, 7, tzinfo=timezone.utc)
     actions = [
         CreditorPayment(
