@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
-
-if TYPE_CHECKING:
-    from .auth import TokenGrant
+from typing import Any, Protocol, TypeVar
 
 __all__ = ["SharedLogin", "TokenStore"]
 
@@ -50,6 +47,16 @@ class TokenStore(Protocol):
         ...
 
 
+class Grant(Protocol):
+    """What a login gives (`TokenGrant`)."""
+
+    @property
+    def value(self) -> str: ...
+
+    @property
+    def lifetime(self) -> float | None: ...
+
+
 class SharedLogin:
     """A `TokenStore` seen from one process's `TokenCache` (see the module docstring)."""
 
@@ -69,25 +76,23 @@ class SharedLogin:
 
     async def obtain(
         self,
-        login: Callable[[], Awaitable[TokenGrant]],
+        login: Callable[[], Awaitable[Grant]],
         usable: Callable[[tuple[str, float]], bool],
         assumed_lifetime: float,
-    ) -> TokenGrant:
-        """A stored token if there is a usable one, else `login()` (once for all processes, when the store works)."""
-        from .auth import TokenGrant
-
+    ) -> tuple[str, float | None]:
+        """(token, lifetime): a stored one if usable, else `login()`'s (once for all processes if the store works)."""
         store = self._store
         found: Any = await self._call(store.load())
         lock_id: Any = None
         if not self._adoptable(found, usable):
             found, lock_id = await self._turn(usable)
         if self._adoptable(found, usable):
-            return TokenGrant(found[0], found[1])
+            return found[0], found[1]
         try:
             grant = await login()
             lifetime = grant.lifetime if grant.lifetime is not None else assumed_lifetime
             await self._call(store.save(grant.value, lifetime))
-            return grant
+            return grant.value, grant.lifetime
         finally:
             if isinstance(lock_id, str):
                 await self._call(store.unlock(lock_id))

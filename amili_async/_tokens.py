@@ -345,7 +345,7 @@ class TokenCache:
     async def _obtain(self) -> TokenGrant:
         if self._shared is None or not self._auth.refreshable:
             return await self._login()
-        return await self._shared.obtain(self._login, self._usable, self._assumed_lifetime)
+        return TokenGrant(*await self._shared.obtain(self._login, self._usable, self._assumed_lifetime))
 
     def _usable(self, found: tuple[str, float]) -> bool:
         """A stored token worth adopting: not ours (ours is due for renewal), not refused, living on a while."""
