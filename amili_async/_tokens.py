@@ -13,8 +13,10 @@ What a waiting call may expect from it:
 - **A refusal is final and shared.** 401/403/422 from the token endpoint, or two freshly issued tokens refused
   in a row (neither ever accepted by Amili), fail every waiting and every new call at once with the same
   `AuthenticationError` until `refusal_cooldown` has passed: one login per cool-down, however many calls.
-- **Many processes** can share one login through a `TokenStore` (`_token_store.py`); a valid cached token
-  never touches the store, and a failing store never holds a payment up.
+- **Many processes** can share one login through a `TokenStore` (see `amili_async.auth.TokenStore` and
+  `_shared_login.py`): load first, else take the store's lock and log in, else wait for the process holding
+  it (or for its lock to expire). Any failure of the store is logged once and the cache works on locally: a
+  payment never waits on the store. A valid cached token never touches the store.
 """
 
 from __future__ import annotations
@@ -24,20 +26,19 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import attrs
 
 from . import errors
-from ._token_store import SharedLogin, TokenStore
+from ._shared_login import SharedLogin, TokenStore
 from ._wire import TOKEN_PATH
 from .errors import AmiliError, AuthenticationError, TransportError
 
 __all__ = ["Auth", "Token", "TokenCache", "TokenGrant", "TokenSender", "TokenStore"]
 
 logger = logging.getLogger("amili_async")
-
-
+T = TypeVar("T")
 # (method, path, headers, body) -> (status, headers, body). Sends once, with the token timeout, no retries.
 TokenSender = Callable[[str, str, Mapping[str, str], bytes | None], Awaitable[tuple[int, Mapping[str, str], bytes]]]
 
@@ -113,25 +114,14 @@ class TokenCache:
         self._backoff_cap = failure_backoff_cap
         self._cooldown = refusal_cooldown
         self._sleep = sleep or anyio.sleep
-        self._shared = (
-            None
-            if store is None or not auth.refreshable
-            else SharedLogin(
-                store,
-                timeout=store_timeout,
-                wait=store_wait,
-                lock_ttl=timeout + store_wait,
-                assumed_lifetime=assumed_lifetime,
-                clock=clock,
-                sleep=self._sleep,
-            )
-        )
+        self._shared = None if store is None else SharedLogin(store, timeout, store_timeout, store_wait, self._sleep)
         self._lock = anyio.Lock()
         self._token: Token | None = None
         self._generation = 0
         self._accepted = 0  # the newest generation Amili accepted
         self._unaccepted_refusals = 0  # tokens refused in a row that Amili never accepted
         self._refused_generation = 0
+        self._refused_value: str | None = None  # never adopt this one again from the store
         self._attempts = 0  # logins finished, successful or not
         self._failures = 0  # logins failed in a row because the endpoint was down
         self._last_error: AmiliError | None = None
@@ -195,6 +185,7 @@ class TokenCache:
             return True  # another call already reported this token: the renewal is under way
         self._refused_generation = token.generation
         self._expire(token.generation)
+        self._refused_value = token.value
         if self._shared is not None:
             await self._shared.discard(token.value)
         if token.generation <= self._accepted:
@@ -349,15 +340,18 @@ class TokenCache:
         self._blocked_until = self._clock() + self._cooldown
         logger.warning("could not log in to Amili (%s); calls fail at once for %.0f s", error, self._cooldown)
 
+    # -- the shared store ----------------------------------------------------------------------------------
+
     async def _obtain(self) -> TokenGrant:
-        """A login of our own, or through the shared store when there is one."""
-        shared = self._shared
-        if shared is None:
+        if self._shared is None or not self._auth.refreshable:
             return await self._login()
+        return TokenGrant(*await self._shared.obtain(self._login, self._usable, self._assumed_lifetime))
 
-        async def login() -> tuple[str, float | None]:
-            grant = await self._login()
-            return grant.value, grant.lifetime
-
-        value, lifetime = await shared.obtain(login, self._token.value if self._token is not None else None)
-        return TokenGrant(value, lifetime)
+    def _usable(self, found: tuple[str, float]) -> bool:
+        """A stored token worth adopting: not ours (ours is due for renewal), not refused, living on a while."""
+        try:
+            value, lifetime = found
+            current = self._token.value if self._token is not None else None
+            return isinstance(value, str) and value not in (self._refused_value, current) and float(lifetime) > 10.0
+        except (TypeError, ValueError):
+            return False

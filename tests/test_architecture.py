@@ -16,8 +16,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "amili_async"
 # floor -> module name prefixes (the longest matching prefix wins)
 FLOORS: dict[int, tuple[str, ...]] = {
     0: ("_version", "_wire", "_clock", "errors", "_redact", "transports", "_progress"),
-    1: ("models",),
-    2: ("serde", "bulk", "ratelimit", "_telemetry", "_otel", "_slots", "_flow", "_tokens", "_token_store"),
+    1: ("models", "_shared_login"),
+    2: ("serde", "bulk", "ratelimit", "_telemetry", "_otel", "_slots", "_flow", "_tokens"),
     3: ("auth", "retry", "_lookups"),
     4: ("_config", "_pipeline", "_evidence", "_reconcile"),
     5: ("resources",),

@@ -295,7 +295,8 @@ async def test_no_stored_token_lock_login_save_unlock():
     endpoint = Endpoint()
     tokens = cache(endpoint, clock, store=store)
     assert (await tokens.get()).value == "t1"
-    assert store.calls == ["load", "try_lock", "save", "unlock"]
+    # Loaded again once the lock is ours: a peer may have stored its token and unlocked in between.
+    assert store.calls == ["load", "try_lock", "load", "save", "unlock"]
     assert store.token == ("t1", 100.0) and not store.locked
 
 
@@ -318,15 +319,35 @@ async def test_another_process_holds_the_lock_we_poll_and_use_its_token():
     assert endpoint.calls == 0
 
 
-async def test_nobody_saves_in_time_so_we_log_in_ourselves():
+async def test_a_lock_that_never_goes_away_makes_us_log_in_ourselves_in_the_end():
     clock = Clock()
     store = MemoryStore()
-    store.locked = True  # held by a process that died
+    store.locked = True  # a lock that never expires (a real one lives timeout + store_wait)
     endpoint = Endpoint()
-    tokens = cache(endpoint, clock, store=store, store_wait=2.0)
+    tokens = cache(endpoint, clock, store=store, timeout=1.0, store_wait=2.0)
     assert (await tokens.get()).value == "t1"
     assert endpoint.calls == 1
-    assert sum(clock.sleeps) <= 2.5
+    # At most twice the life of a lock: a holder that died, then one that took over and died too.
+    assert 2 * 3.0 <= sum(clock.sleeps) <= 2 * 3.0 + 0.5
+
+
+async def test_the_lock_of_a_dead_holder_expires_and_we_take_it_over():
+    clock = Clock()
+    store = MemoryStore()
+    store.locked = True  # held by a process that died mid-login
+
+    async def lock_expires() -> None:
+        while sum(clock.sleeps) < 3.0:  # timeout + store_wait: the life of the dead holder's lock
+            await anyio.lowlevel.checkpoint()
+        store.locked = False
+
+    endpoint = Endpoint()
+    tokens = cache(endpoint, clock, store=store, timeout=1.0, store_wait=2.0)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lock_expires)
+        assert (await tokens.get()).value == "t1"
+    assert endpoint.calls == 1
+    assert store.token == ("t1", 100.0) and not store.locked  # stored for the others, lock released
 
 
 @pytest.mark.parametrize("misbehaviour", ["fail", "hang"])

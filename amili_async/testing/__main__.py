@@ -1,6 +1,7 @@
 """``python -m amili_async.testing serve``: the fake on a loopback port, seeded, for demos and benchmarks.
 
-It prints one JSON line (base URL, credentials, case ids), then serves until SIGTERM or SIGINT.
+It prints one JSON line (base URL, credentials, case ids), then serves until SIGTERM or SIGINT; with
+``--stats`` it prints a second line on the way out (token requests, answers by status, payments stored).
 uvloop is used when it is installed.
 """
 
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from decimal import Decimal
 from typing import Any
@@ -32,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--cases", type=int, default=100, help="cases to seed for the creditor")
     serve.add_argument("--token-lifetime", type=float, default=3600.0, help="seconds")
     serve.add_argument(
+        "--single-active-token", action="store_true", help="a new login revokes the account's older tokens"
+    )
+    serve.add_argument(
         "--latency", type=float, default=0.0, help="seconds every write waits for its answer (after it commits)"
     )
     serve.add_argument(
@@ -39,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
         type=_rate_limit,
         metavar="LIMIT[/SECONDS]",
         help="an Eve-style limiter: X-RateLimit-* headers on every answer, 429 over LIMIT requests per window",
+    )
+    serve.add_argument(
+        "--stats", action="store_true", help="on shutdown, print a second JSON line: token requests, statuses, ..."
     )
     return parser
 
@@ -56,7 +64,11 @@ def _rate_limit(text: str) -> tuple[int, float]:
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeAmili(
-        seed=args.seed, token_lifetime=args.token_lifetime, record_requests=False, rate_limit=args.rate_limit
+        seed=args.seed,
+        token_lifetime=args.token_lifetime,
+        record_requests=False,
+        rate_limit=args.rate_limit,
+        single_active_token=args.single_active_token,
     )
     creditor = fake.add_creditor(name="Benchmark Creditor AB")
     # Case i has invoice number INV-i, as in `amili ... --fake` (where it is case @i).
@@ -83,6 +95,23 @@ async def _serve(args: argparse.Namespace) -> None:
         sys.stdout.write(orjson.dumps(line).decode() + "\n")
         sys.stdout.flush()
         await stop.wait()
+    if args.stats:
+        sys.stdout.write(orjson.dumps(_stats(fake)).decode() + "\n")
+        sys.stdout.flush()
+
+
+def _stats(fake: FakeAmili) -> dict[str, Any]:
+    """What the server saw: logins, answers by status, payments stored and references stored twice."""
+    references = Counter(p.get("creditor_payment_reference") for p in fake.payments)
+    references.pop(None, None)
+    return {
+        "token_requests": fake.token_requests,
+        "tokens_issued": fake.tokens_issued,
+        "statuses": {str(status): n for status, n in sorted(fake.statuses.items())},
+        "payments": len(fake.payments),
+        "references": len(references),
+        "duplicate_references": sum(1 for n in references.values() if n > 1),
+    }
 
 
 def _run(coro: Coroutine[Any, Any, None]) -> None:

@@ -97,9 +97,15 @@ class Collection:
 
 class Store:
     def __init__(
-        self, seed: int, clock: Callable[[], float], token_lifetime: float, keep_documents: bool = True
+        self,
+        seed: int,
+        clock: Callable[[], float],
+        token_lifetime: float,
+        keep_documents: bool = True,
+        single_active_token: bool = False,
     ) -> None:
         self.keep_documents = keep_documents
+        self.single_active_token = single_active_token
         self.clock = clock
         self.landing_at: float | None = None
         self.token_lifetime = token_lifetime
@@ -119,6 +125,7 @@ class Store:
         self.case_respites: Counter[str] = Counter()
         self.customer_respites: Counter[str] = Counter()
         self.tokens: dict[str, tuple[str, float]] = {}
+        self.active_token: dict[str, str] = {}  # account -> its newest token (single-active-token mode)
         self.tokens_issued = 0
         self.token_requests = 0
 
@@ -318,6 +325,12 @@ class Store:
         token = self.new_secret()
         expires = self.now() + self.token_lifetime
         self.tokens[token] = (account.id, expires)
+        if self.single_active_token:
+            # A new login revokes the account's older tokens: only the newest one is active.
+            older = self.active_token.get(account.id)
+            if older is not None:
+                self.tokens.pop(older, None)
+            self.active_token[account.id] = token
         self.tokens_issued += 1
         return {"token": token, "expires": format_http_date(expires)}
 

@@ -10,6 +10,7 @@ import heapq
 import itertools
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
@@ -76,7 +77,9 @@ class FakeAmili:
     answer carries a ``Date`` header from ``clock``, so a fake with a skewed clock shows its skew as a server
     would. ``unique_references=True`` puts a unique index on payment and crediting references: a write whose
     reference is already stored is refused with ``unique_status`` (422 ``value '...' is not unique``, as Eve's
-    `unique` rule answers, or 409, as a MongoDB index does).
+    `unique` rule answers, or 409, as a MongoDB index does). ``single_active_token=True`` keeps one token
+    active per account: a new login revokes the older tokens (so processes that log in on their own knock each
+    other out). `statuses` counts the answers sent, by status.
     """
 
     BASE_URL: ClassVar[str] = "https://fake.amili.test"
@@ -92,11 +95,12 @@ class FakeAmili:
         rate_limit: RateLimit | tuple[int, float] | None = None,
         unique_references: bool = False,
         unique_status: int = 422,
+        single_active_token: bool = False,
     ) -> None:
         if unique_status not in (409, 422):
             raise ValueError("unique_status must be 409 or 422")
         self.seed = seed
-        self._store = Store(seed, clock or time.time, token_lifetime, keep_documents)
+        self._store = Store(seed, clock or time.time, token_lifetime, keep_documents, single_active_token)
         self._api = Api(self._store, unique_status if unique_references else None)
         # Late writes (a `late_commit` fault): due time, arrival number, request, body, account.
         self._pending: list[tuple[float, int, WireRequest, Any, str]] = []
@@ -105,6 +109,7 @@ class FakeAmili:
         self._record = record_requests
         self._requests: list[RecordedRequest] = []
         self._asgi: AsgiApp | None = None
+        self.statuses: Counter[int] = Counter()  # answers sent, by status (kept even without recording)
         self.set_rate_limit(rate_limit)
 
     # -- seeding ------------------------------------------------------------------------------------
@@ -244,6 +249,7 @@ class FakeAmili:
     def revoke_tokens(self) -> None:
         """Every token issued so far answers 401 from now on."""
         self._store.tokens.clear()
+        self._store.active_token.clear()
 
     # -- inspection ---------------------------------------------------------------------------------
 
@@ -316,6 +322,8 @@ class FakeAmili:
         if outcome.reply is not None:  # what a server adds to every answer: its clock, and its limiter's count
             outcome.reply.headers.append(("Date", self._store.stamp()))
             outcome.reply.headers.extend(limit_headers)
+        if outcome.reply is not None:
+            self.statuses[outcome.reply.status] += 1
         if record is not None:
             record.fault = fault.kind if fault else None
             record.status = outcome.reply.status if outcome.reply is not None else None
