@@ -56,7 +56,10 @@ async def test_429_with_x_ratelimit_reset_waits_until_the_reset_and_the_post_is_
     async with client_for(retry=RetryPolicy(sleep=sleeps)) as amili:
         receipt = await amili.execute(payment(creditor, case_id, "PAY-RESET"))
 
-    assert len(sleeps.calls) == 1 and 3.5 <= sleeps.calls[0] <= 5 + JITTER
+    # One wait until the reset; the rate controller may add a pacing pause of a few hundredths after its cut.
+    long_waits = [s for s in sleeps.calls if s >= 0.1]
+    assert len(long_waits) == 1 and 3.5 <= long_waits[0] <= 5 + JITTER
+    assert all(s < 0.1 for s in sleeps.calls if s is not long_waits[0])
     assert [p.status for p in sent(fake, "POST", PAYMENTS)] == [429, 201]
     assert [p["_id"] for p in fake.payments] == [receipt.id]
 

@@ -105,7 +105,7 @@ async def test_the_sdk_gets_every_payment_through_the_fakes_limits_exactly_once(
         for i in range(100)
     ]
     async with fake.client(creditor) as amili:  # the default retry policy and rate limiter: real waits
-        outcomes = [o async for o in amili.execute_many(actions, concurrency=32)]
+        outcomes = [o async for o in amili.execute_many(actions, concurrency=8)]
     assert [o.error for o in outcomes if not o.ok] == []
     references = [p["creditor_payment_reference"] for p in fake.payments]
     assert sorted(references) == sorted(a.creditor_payment_reference for a in actions)  # each once
