@@ -120,7 +120,8 @@ def _rate(times: deque[float], now: float) -> float:
     return len(times) / max(now - times[0], 0.05)
 
 
-def _number(headers: Mapping[str, str], name: str) -> float | None:
+def header_number(headers: Mapping[str, str], name: str) -> float | None:
+    """A finite number from a header (`X-RateLimit-*`), or None when it is absent or not one."""
     value = headers.get(name)
     if not value:
         return None
@@ -236,7 +237,7 @@ class AdaptiveRateLimiter:
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
         now = self._clock()
         self._answered += 1
-        remaining = _number(headers, "x-ratelimit-remaining")
+        remaining = header_number(headers, "x-ratelimit-remaining")
         if remaining is not None:
             self._window(now, remaining, headers)
         if status < 429 or 429 < status < 500:
@@ -290,7 +291,7 @@ class AdaptiveRateLimiter:
     # -- what the answers say ---------------------------------------------------------------------------
 
     def _window(self, now: float, remaining: float, headers: Mapping[str, str]) -> None:
-        reset = _number(headers, "x-ratelimit-reset")
+        reset = header_number(headers, "x-ratelimit-reset")
         if reset is None:
             return
         self._roll(now)
@@ -299,7 +300,7 @@ class AdaptiveRateLimiter:
         delta = reset - self._wall() if reset > 1e9 else reset
         if not 0 <= delta <= 86400:
             return
-        limit = _number(headers, "x-ratelimit-limit")
+        limit = header_number(headers, "x-ratelimit-limit")
         if limit is not None and limit > 0:
             self._limit = limit
         end = now + delta + self._guard

@@ -29,6 +29,7 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ..ratelimit import header_number
 from ..retry import retry_after_seconds
 from ._link import RedisDown, RedisLink, RedisSource
 from ._tokens import identity_of, namespace
@@ -128,16 +129,6 @@ redis.call('PEXPIRE', KEYS[2], 3600000)
 return 1
 """
 )
-
-
-def _number(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 class RedisRateLimiter:
@@ -243,8 +234,8 @@ class RedisRateLimiter:
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
         """Learn from an answer: the limit in its headers, a throttle (429, 503 with `Retry-After`)."""
         await self._fallback.observe(status, headers)
-        limit = _number(headers.get("x-ratelimit-limit"))
-        reset_in = self._reset_in(headers.get("x-ratelimit-reset"))
+        limit = header_number(headers, "x-ratelimit-limit")
+        reset_in = self._reset_in(headers)
         if limit and limit > 0 and reset_in is not None and self._window:
             rate = limit / self._window * self._headroom
             if self._published is None or abs(rate - self._published) > 0.01 * self._published:
@@ -261,7 +252,7 @@ class RedisRateLimiter:
             hold = retry_after_seconds(headers)
             if hold is None:
                 hold = self._until_next_window() if status == 429 else 0.0
-        elif _number(headers.get("x-ratelimit-remaining")) == 0 and reset_in:
+        elif header_number(headers, "x-ratelimit-remaining") == 0 and reset_in:
             hold = reset_in
         if not throttled and not hold:
             return
@@ -284,9 +275,9 @@ class RedisRateLimiter:
             reset += math.ceil((now - reset) / self._window) * self._window
         return min(reset - now, self._window) + 0.05  # a little after: the server's clock may lag ours
 
-    def _reset_in(self, value: str | None) -> float | None:
+    def _reset_in(self, headers: Mapping[str, str]) -> float | None:
         """Seconds until `X-RateLimit-Reset`; on the way, measure the server's window length."""
-        reset = _number(value)
+        reset = header_number(headers, "x-ratelimit-reset")
         if reset is None:
             return None
         if reset > 1e9:  # epoch seconds (Eve): two different resets of a fixed window lie whole windows apart
