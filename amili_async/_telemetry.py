@@ -37,7 +37,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 from .errors import AmiliError, OutcomeUnknownError
@@ -75,6 +75,9 @@ UNKNOWN = "unknown"  # OutcomeUnknownError: it may or may not have been applied
 OK = "ok"  # a read that was answered
 ERROR = "error"  # any other error; `error.type` names it
 CANCELLED = "cancelled"
+
+
+R = TypeVar("R")  # a receipt, handed back as it came
 
 
 def new_request_id() -> str:
@@ -342,7 +345,7 @@ def _reset(token: contextvars.Token[Operation | None]) -> None:
         _CURRENT.reset(token)
 
 
-def stamp(result: Any, op: Operation) -> Any:
+def stamp(result: R, op: Operation) -> R:
     """Record the call's request ids on a receipt (frozen: set the way attrs itself does)."""
     object.__setattr__(result, "request_id", op.request_id)
     if op.server_request_id is not None:

@@ -59,7 +59,7 @@ class _ActionResource(Generic[A, R]):
                 exc.action = action
                 exc.reference = action.reference
                 raise
-        return _telemetry.stamp(receipt, op)  # type: ignore[no-any-return]
+        return _telemetry.stamp(receipt, op)
 
     def _receipt(self, response: ApiResponse) -> R:
         try:

@@ -90,7 +90,7 @@ class Respite:
                 exc.action = action
                 exc.reference = action.reference
                 raise
-        return _telemetry.stamp(receipt, op)  # type: ignore[no-any-return]
+        return _telemetry.stamp(receipt, op)
 
     async def _grant(self, action: RespiteGrant, pipeline: Pipeline, op: _telemetry.Operation) -> RespiteReceipt:
         body = serde.converter().unstructure(action)
