@@ -7,6 +7,7 @@
 
 - `Reachability` remembers since when Amili has not answered (connect errors, timeouts, a proxy's 502-504):
   `execute_many(stop_on=...)` stops a run that cannot succeed instead of failing every line slowly.
+- `Deadlines` watches the deadlines of every call on one asyncio loop with a single timer.
 - `StopSwitch` is a bulk run's "stop": once thrown, every call of that run that is only *waiting* (for a
   token, for its turn under the rate limit, for a retry) and has nothing in flight whose fate is unknown ends
   at once with `NotSentError`. A call whose write may have reached Amili always finishes its reconciliation.
@@ -16,6 +17,8 @@
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,11 +31,22 @@ from .errors import AmiliError, NotSentError, TransportError
 from .ratelimit import asks_to_wait
 
 if TYPE_CHECKING:
+    import asyncio
+
     import anyio
 
     from .transports import Exchange
 
-__all__ = ["CURRENT_STOP", "Clock", "Reachability", "StopSwitch", "interruptible", "stop_probe", "watched"]
+__all__ = [
+    "CURRENT_STOP",
+    "Clock",
+    "Deadlines",
+    "Reachability",
+    "StopSwitch",
+    "interruptible",
+    "stop_probe",
+    "watched",
+]
 
 T = TypeVar("T")
 
@@ -99,6 +113,89 @@ def watched(exchange: Exchange, reach: Reachability) -> Exchange:
         return answer
 
     return send
+
+
+class Deadlines:
+    """The deadlines of the calls running on one asyncio loop (Python 3.11+), watched by a single timer.
+
+    `asyncio.timeout` per call costs a timer handle, a push into the loop's heap and a cancel (4 µs and more
+    while cancelled handles pile up in the heap); here a call costs two dictionary operations. Calls given
+    the same number of seconds end in the order they started, so each length keeps its calls in a dict (its
+    insertion order is their deadline order) and the one timer waits for the earliest of their heads.
+
+    An expired call's task is cancelled, and the call turns that cancellation into its deadline error the way
+    `asyncio.timeout` does (`Task.uncancel`): a cancellation from anywhere else still propagates.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self._loop = asyncio.get_running_loop()
+        self._current_task = asyncio.current_task
+        self._cancelled = asyncio.CancelledError
+        self._groups: dict[float, dict[_Deadline, None]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = math.inf
+
+    def start(self, seconds: float) -> _Deadline:
+        """The running task's call must end within `seconds`."""
+        task = self._current_task(self._loop)  # the loop given: a third cheaper than looking it up
+        if task is None:
+            raise RuntimeError("a call with a deadline must run inside an asyncio task")
+        group = self._groups.get(seconds)
+        if group is None:
+            group = self._groups[seconds] = {}
+        entry = _Deadline(task, self._loop.time() + seconds, group)
+        group[entry] = None
+        if entry.at < self._armed_at:
+            self._arm(entry.at)
+        return entry
+
+    def end(self, entry: _Deadline, error: BaseException | None) -> bool:
+        """The call of `entry` ended (with `error`, or not); True when `error` is its own deadline passing."""
+        if not entry.expired:
+            del entry.group[entry]
+            return False
+        remaining = 0
+        if sys.version_info >= (3, 11):  # only built there
+            remaining = entry.task.uncancel()
+        return isinstance(error, self._cancelled) and remaining <= entry.cancelling
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._armed_at = at
+        self._timer = self._loop.call_at(at, self._expire)
+
+    def _expire(self) -> None:
+        self._timer, self._armed_at = None, math.inf
+        now = self._loop.time() + 0.001  # the loop may run a timer a hair early
+        earliest = math.inf
+        for group in self._groups.values():
+            while group:
+                entry = next(iter(group))
+                if entry.at > now:
+                    earliest = min(earliest, entry.at)
+                    break
+                del group[entry]
+                entry.expired = True
+                entry.task.cancel()
+        if earliest < math.inf:
+            self._arm(earliest)
+
+
+class _Deadline:
+    __slots__ = ("at", "cancelling", "expired", "group", "task")
+
+    def __init__(self, task: asyncio.Task[Any], at: float, group: dict[_Deadline, None]) -> None:
+        self.task = task
+        self.at = at
+        self.group = group
+        # Cancellations requested before the call started are not ours to swallow (3.11+, as Deadlines).
+        self.cancelling = 0
+        if sys.version_info >= (3, 11):
+            self.cancelling = task.cancelling()
+        self.expired = False
 
 
 class StopSwitch:

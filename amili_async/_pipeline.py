@@ -12,8 +12,6 @@ same client (credentials, transport, and the per-loop `Runtime` built from them)
 
 from __future__ import annotations
 
-import asyncio
-import builtins
 import copy
 import math
 import os
@@ -25,12 +23,11 @@ from urllib.parse import urlencode
 
 import attrs
 import httpx
-import sniffio
 
 from . import _telemetry, serde
+from ._call import ApiResponse, Call
 from ._evidence import (
     Ambiguous,
-    Identity,
     Proof,
     Taken,
     Unreadable,
@@ -40,7 +37,7 @@ from ._evidence import (
     of_answer,
     of_failure,
 )
-from ._flow import CURRENT_STOP, Clock, Reachability, interruptible, watched
+from ._flow import CURRENT_STOP, Clock, Deadlines, Reachability, interruptible, watched
 from ._lookups import LookupSupport
 from ._reconcile import Reconciler
 from ._redact import Redactor, describe_query, named
@@ -57,49 +54,7 @@ from .ratelimit import AdaptiveRateLimiter, Guarded, RateLimiter, asks_to_wait
 from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, retry_after_seconds
 from .transports import MAX_BODY, Exchange, build_default_transport, exchange_for, httpx_exchange
 
-__all__ = ["ApiResponse", "Call", "Connection", "Pipeline", "Runtime", "Settings"]
-
-
-class ApiResponse:
-    """An answer read in full: status, headers, raw body, and the decoded JSON once the pipeline decoded it.
-
-    `provenance` is "answer" for Amili's own answer, "fetched" or "found" for a write's record read back after
-    its answer was lost or unreadable (see `_reconcile.py`).
-    """
-
-    __slots__ = ("headers", "payload", "provenance", "raw", "status")
-
-    def __init__(self, status: int, headers: Mapping[str, str], raw: bytes) -> None:
-        self.status = status
-        self.headers = headers
-        self.raw = raw
-        self.payload: Any = None
-        self.provenance = "answer"
-
-    def json_or_none(self) -> Any:
-        if self.payload is not None:
-            return self.payload
-        if not self.raw:
-            return None
-        try:
-            return serde.loads(self.raw)
-        except ValueError:
-            return None
-
-
-@attrs.frozen
-class Call:
-    """One logical request: what to send and how to treat its failures."""
-
-    method: str
-    path: str
-    params: Mapping[str, str] | None = None
-    body: bytes | None = None
-    write: bool = False
-    identity: Identity | None = None
-    ok: tuple[int, ...] = (200, 201)
-    needs_body: bool = True
-    op: _telemetry.Operation | None = None  # the SDK operation it belongs to: request id, spans, log fields
+__all__ = ["ApiResponse", "Call", "Connection", "Pipeline", "Runtime", "Settings"]  # ApiResponse, Call: from _call
 
 
 @attrs.frozen
@@ -120,12 +75,14 @@ class Settings:
 def _loop_key() -> tuple[str, object]:
     # The loop object itself, not its id(): a runtime holding the key keeps its loop alive, so a later loop
     # can never be mistaken for it (ids of freed loops are reused, and the check then passed by chance).
-    try:
-        loop: object = asyncio.get_running_loop()  # the cheap check, on every call
-    except RuntimeError:
-        loop = None  # trio, or no loop at all
-    if loop is not None:
-        return "asyncio", loop
+    asyncio = sys.modules.get("asyncio")  # not imported: no asyncio loop can be running (and none is imported)
+    if asyncio is not None:
+        try:
+            return "asyncio", asyncio.get_running_loop()  # the cheap check, on every call
+        except RuntimeError:
+            pass  # trio, or no loop at all
+    import sniffio
+
     library = sniffio.current_async_library()
     if library == "trio":
         import trio
@@ -174,6 +131,7 @@ class Runtime:
             connection.rate_limiter or AdaptiveRateLimiter(clock=self.clock.now, sleep=self.clock.sleep)
         )
         self.budget: RetryBudget = settings.retry.new_budget()
+        self.deadlines = Deadlines() if sys.version_info >= (3, 11) and loop[0] == "asyncio" else None
 
 
 @attrs.define(eq=False)
@@ -255,7 +213,7 @@ class Pipeline:
         params: Mapping[str, str] | None = None,
         json: Any = None,
         write: bool | None = None,
-        identity: Identity | None = None,
+        action: Any = None,
         ok: tuple[int, ...] = (200, 201),
         needs_body: bool = True,
         operation: str | None = None,
@@ -263,18 +221,19 @@ class Pipeline:
     ) -> ApiResponse:
         """Send one logical request (token, retries, reconciliation, errors).
 
-        `write` defaults to True for anything but GET. `identity`, for a write, says how to find its record
-        again and how to tell it is this write's: with it an ambiguous attempt is reconciled (`_reconcile.py`),
-        without it an ambiguous attempt is an `OutcomeUnknownError`. `operation` names it in spans and logs
+        `write` defaults to True for anything but GET. `action` is the payment, crediting or cancellation a write
+        sends: with a reference, its `Identity` says how to find its record again and how to tell it is this
+        write's, and an ambiguous attempt is reconciled (`_reconcile.py`); without, an ambiguous attempt is an
+        `OutcomeUnknownError`. `operation` names it in spans and logs
         (never with ids in it; default `amili.request`), unless it runs `within` an operation begun already.
         """
         body = None if json is None else serde.dumps(json)
         is_write = method != "GET" if write is None else write
         if within is not None:
-            return await self.run(Call(method, path, params, body, is_write, identity, ok, needs_body, within))
+            return await self.run(Call(method, path, params, body, is_write, action, ok, needs_body, within))
         telemetry = self.connection.telemetry
         with _telemetry.begin(telemetry, operation or "amili.request", method, path, write=is_write) as op:
-            return await self.run(Call(method, path, params, body, is_write, identity, ok, needs_body, op))
+            return await self.run(Call(method, path, params, body, is_write, action, ok, needs_body, op))
 
     async def _get(self, path: str, params: Mapping[str, str] | None, within: _telemetry.Operation | None) -> Any:
         """A read through this pipeline (reconciliation's lookups and fetches), as a child of the write."""
@@ -290,15 +249,17 @@ class Pipeline:
         state = _CallState(self, runtime, call)
         if policy.deadline is None:
             return await policy.run(state, budget=runtime.budget)
-        if sys.version_info >= (3, 11) and runtime.loop[0] == "asyncio":
-            # asyncio's own timeout costs half of an anyio cancel scope per call (benchmarks/README.md).
-            deadline = asyncio.timeout(policy.deadline)
+        deadlines = runtime.deadlines
+        if deadlines is not None:  # asyncio 3.11+: one timer for all calls, not one per call (`_flow.Deadlines`)
+            entry = deadlines.start(policy.deadline)
             try:
-                async with deadline:
-                    return await policy.run(state, budget=runtime.budget)
-            except builtins.TimeoutError:
-                if not deadline.expired():
+                result = await policy.run(state, budget=runtime.budget)
+            except BaseException as exc:
+                if not deadlines.end(entry, exc):
                     raise
+            else:
+                deadlines.end(entry, None)
+                return result
         else:
             import anyio
 
@@ -350,10 +311,12 @@ class Pipeline:
         url = settings.base_url + call.path
         if call.params:
             url += "?" + urlencode(call.params)
-        if CURRENT_STOP.get() is None:  # the common case: no bulk run that could stop this call
-            await runtime.limiter.acquire()
+        limiter = runtime.limiter
+        stop = CURRENT_STOP.get()  # a bulk run's stop switch, if this call belongs to a run
+        if (stop is None or stop.reason is None) and limiter.acquire_now():
+            pass  # the limiter is open: no wait, so nothing a stopping run could interrupt
         else:
-            await interruptible(runtime.limiter.acquire, may_stop=state.may_stop)
+            await interruptible(limiter.acquire, may_stop=state.may_stop)
         started = time.monotonic()
         if call.write:
             state.proof = Proof.NOTHING  # from here until an answer (or its absence) proves otherwise
@@ -372,7 +335,8 @@ class Pipeline:
             _telemetry.attempt(op, number, started, status, response_headers)  # telemetry: one call per exchange
             if call.write:
                 state.proof = of_answer(status).proves
-            await runtime.limiter.observe(status, response_headers)
+            if not limiter.observe_now(status, response_headers):
+                await limiter.observe(status, response_headers)
             runtime.reach.saw(status, response_headers)
             if status < 500 and status not in (401, 429):
                 runtime.tokens.accepted(token)

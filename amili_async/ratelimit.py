@@ -70,11 +70,26 @@ class Guarded:
     """A client's limiter, whose failures (a shared one whose backend is down) are logged once and ignored: a
     broken limiter never stops a call."""
 
-    __slots__ = ("_warned", "limiter")
+    __slots__ = ("_local", "_warned", "limiter")
 
     def __init__(self, limiter: RateLimiter) -> None:
         self.limiter = limiter
         self._warned = False
+        # The default limiter (not a subclass: it may await) is asked without a coroutine per call.
+        self._local = limiter if type(limiter) is AdaptiveRateLimiter else None
+
+    def acquire_now(self) -> bool:
+        """Take a send at once if the limiter has no wait to impose (True); else take nothing (False)."""
+        local = self._local
+        return local is not None and local.acquire_now()
+
+    def observe_now(self, status: int, headers: Mapping[str, str]) -> bool:
+        """Show the answer to the limiter without awaiting, if it can be (True); else do nothing (False)."""
+        local = self._local
+        if local is None:
+            return False
+        local.note(status, headers)
+        return True
 
     async def acquire(self) -> float:
         try:
@@ -208,12 +223,20 @@ class AdaptiveRateLimiter:
 
     # -- the two methods of the protocol --------------------------------------------------------------
 
+    def acquire_now(self) -> bool:
+        """`acquire()` for the open limiter, which never waits: True and the send is counted; else False."""
+        if self._w_max is None and self._end is None and self._max_rate is None:
+            self._sent += 1
+            now = self._clock()
+            _recent(self._sends, now).append(now)
+            return True
+        return False
+
     async def acquire(self) -> float:
+        if self.acquire_now():  # open: no wait, no suspension
+            return 0.0
         self._sent += 1
         now = self._clock()
-        if self._w_max is None and self._end is None and self._max_rate is None:  # open: no wait, no suspension
-            _recent(self._sends, now).append(now)
-            return 0.0
         slot, spilled = self._reserve(now)
         _recent(self._sends, slot).append(slot)
         waited = 0.0
@@ -235,6 +258,10 @@ class AdaptiveRateLimiter:
         return waited
 
     async def observe(self, status: int, headers: Mapping[str, str]) -> None:
+        self.note(status, headers)
+
+    def note(self, status: int, headers: Mapping[str, str]) -> None:
+        """`observe()` without the coroutine: learning from an answer never waits."""
         now = self._clock()
         self._answered += 1
         remaining = header_number(headers, "x-ratelimit-remaining")

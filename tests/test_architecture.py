@@ -19,7 +19,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     1: ("models", "_shared_login"),
     2: ("serde", "bulk", "ratelimit", "_telemetry", "_otel", "_slots", "_flow", "_tokens"),
     3: ("auth", "retry", "_lookups"),
-    4: ("_config", "_pipeline", "_evidence", "_reconcile"),
+    4: ("_config", "_pipeline", "_call", "_evidence", "_reconcile"),
     5: ("resources",),
     6: ("client",),
     7: ("sync", "redis", "doctor", "_doctor_checks"),

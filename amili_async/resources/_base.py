@@ -9,7 +9,8 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from .. import serde
-from .._pipeline import ApiResponse, Pipeline
+from .._call import ApiResponse
+from .._pipeline import Pipeline
 from .._redact import describe_query
 from ..errors import ResponseDecodeError
 

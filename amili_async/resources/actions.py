@@ -13,8 +13,9 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from .. import _telemetry, serde
+from .._call import ApiResponse
 from .._evidence import Identity, Sighting
-from .._pipeline import ApiResponse, Pipeline
+from .._pipeline import Pipeline
 from .._reconcile import conflict_error, look
 from ..errors import AmiliError, AppliedWithoutReceiptError, OutcomeUnknownError, ResponseDecodeError, ValidationError
 from ..models import _validate
@@ -52,8 +53,7 @@ class _ActionResource(Generic[A, R]):
         with _telemetry.begin(telemetry, operation, "POST", self.path, write=True, kind=action.kind) as op:
             try:
                 body = serde.converter().unstructure(action)
-                identity = Identity.of(action)
-                response = await pipeline.request("POST", self.path, json=body, identity=identity, within=op)
+                response = await pipeline.request("POST", self.path, json=body, action=action, within=op)
                 receipt = self._receipt(response)
             except AmiliError as exc:
                 exc.action = action
