@@ -1,12 +1,14 @@
-"""amili-async: the async Python SDK for Amili's creditor API."""
+"""amili-async: the async Python SDK for Amili's creditor API.
 
+The errors are imported with the package; every other public name is imported the first time it is used
+(PEP 562), so `from amili_async import AsyncAmiliClient` loads the client and not the blocking facade, the
+bulk runner or the rate limiter until they are needed.
+"""
+
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from ._config import configure_logging_from_env
 from ._version import __version__
-from .auth import ApiCodeAuth, ApiCodeJwtAuth, StaticTokenAuth
-from .bulk import Outcome, StopOn
-from .client import AsyncAmiliClient
 from .errors import (
     AmiliError,
     APIStatusError,
@@ -32,33 +34,72 @@ from .errors import (
     UnprocessableEntityError,
     ValidationError,
 )
-from .models import (
-    CancellationReceipt,
-    Case,
-    CreditingReceipt,
-    CreditorCancellation,
-    CreditorCrediting,
-    CreditorPayment,
-    PaymentReceipt,
-    Receipt,
-    RespiteCheck,
-    RespiteGrant,
-    RespiteReceipt,
-)
-from .ratelimit import AdaptiveRateLimiter, NoRateLimit, RateLimiter
-from .retry import RetryPolicy
 
 if TYPE_CHECKING:
+    from ._config import configure_logging_from_env
+    from .auth import ApiCodeAuth, ApiCodeJwtAuth, StaticTokenAuth
+    from .bulk import Outcome, StopOn
+    from .client import AsyncAmiliClient
+    from .models import (
+        CancellationReceipt,
+        Case,
+        CreditingReceipt,
+        CreditorCancellation,
+        CreditorCrediting,
+        CreditorPayment,
+        PaymentReceipt,
+        Receipt,
+        RespiteCheck,
+        RespiteGrant,
+        RespiteReceipt,
+    )
+    from .ratelimit import AdaptiveRateLimiter, NoRateLimit, RateLimiter
+    from .retry import RetryPolicy
     from .sync import AmiliClient
+
+_WHERE = {  # public name -> the module that defines it
+    "configure_logging_from_env": "_config",
+    "ApiCodeAuth": "auth",
+    "ApiCodeJwtAuth": "auth",
+    "StaticTokenAuth": "auth",
+    "Outcome": "bulk",
+    "StopOn": "bulk",
+    "AsyncAmiliClient": "client",
+    "AmiliClient": "sync",  # the blocking facade: threads and anyio's portal
+    "AdaptiveRateLimiter": "ratelimit",
+    "NoRateLimit": "ratelimit",
+    "RateLimiter": "ratelimit",
+    "RetryPolicy": "retry",
+    **dict.fromkeys(
+        (
+            "CancellationReceipt",
+            "Case",
+            "CreditingReceipt",
+            "CreditorCancellation",
+            "CreditorCrediting",
+            "CreditorPayment",
+            "PaymentReceipt",
+            "Receipt",
+            "RespiteCheck",
+            "RespiteGrant",
+            "RespiteReceipt",
+        ),
+        "models",
+    ),
+}
 
 
 def __getattr__(name: str) -> Any:
-    # The blocking facade pulls in threads and anyio's portal: load it only for those who use it.
-    if name == "AmiliClient":
-        from .sync import AmiliClient
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'amili_async' has no attribute {name!r}")
+    value = getattr(import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once loaded, an ordinary attribute
+    return value
 
-        return AmiliClient
-    raise AttributeError(f"module 'amili_async' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
 
 
 __all__ = [

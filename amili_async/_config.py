@@ -10,12 +10,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 import httpx
 
 from ._version import __version__
-from .auth import ApiCodeJwtAuth, Auth
+from .auth import ApiCodeJwtAuth
 from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from .auth import Auth
 
 __all__ = [
     "DEFAULT_LIMITS",

@@ -42,8 +42,9 @@ from ._lookups import LookupSupport
 from ._reconcile import Reconciler
 from ._redact import Redactor, describe_query, named
 from ._telemetry import REQUEST_ID_HEADER, Telemetry, path_template
-from ._wire import is_object_id
-from .auth import Auth, Token, TokenCache, TokenEndpoint, TokenStore
+from ._tokens import Auth, Token, TokenCache, TokenStore
+from ._wire import MAX_BODY, is_object_id
+from .auth import TokenEndpoint
 from .errors import (
     AmiliError,
     ClientStateError,
@@ -52,7 +53,7 @@ from .errors import (
 )
 from .ratelimit import AdaptiveRateLimiter, Guarded, RateLimiter, asks_to_wait
 from .retry import Failure, FailureKind, RetryBudget, RetryPolicy, retry_after_seconds
-from .transports import MAX_BODY, Exchange, build_default_transport, exchange_for, httpx_exchange
+from .transports import Exchange, build_default_transport, exchange_for, httpx_exchange
 
 __all__ = ["ApiResponse", "Call", "Connection", "Pipeline", "Runtime", "Settings"]  # ApiResponse, Call: from _call
 

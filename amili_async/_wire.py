@@ -1,6 +1,6 @@
 """The wire protocol, written once: the SDK, the in-memory Amili and the CLI all import it from here.
 
-- Paths and algorithms: the token endpoint and the JWT algorithms Amili accepts.
+- Paths and algorithms: the token endpoint and the JWT algorithms Amili accepts; the default cap on an answer.
 - Ids: MongoDB ObjectIds, 24 lowercase hex digits.
 - Dates: RFC 1123 in GMT (`Tue, 07 Oct 2025 08:15:30 GMT`) on the way out; RFC 1123 or ISO 8601 read, always
   to aware datetimes. `parse_http_date` is the strict reading Eve applies to a request body.
@@ -38,6 +38,7 @@ __all__ = [
 
 TOKEN_PATH = "/authenticates/api-code"
 JWT_ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512")
+MAX_BODY = 16 * 1024 * 1024  # the default cap on one answer's body, whatever its framing (`max_response_bytes`)
 OBJECT_ID = re.compile(r"[0-9a-f]{24}")
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")

@@ -32,12 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from . import _telemetry, errors, serde
+from . import errors
 from ._clock import ServerClock, server_now
-from ._redact import Redactor
 from .errors import AmiliError, ConfigurationError, ResponseDecodeError, error_for_status
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the token endpoint's helpers and the token cache come with the first client, not with the
+    # credentials (`import amili_async` stays light); the cache's names are re-exported here (`__getattr__`)
+    from . import _telemetry
+    from ._redact import Redactor
+    from ._tokens import Auth, Token, TokenCache, TokenGrant, TokenSender, TokenStore
     from .transports import Exchange
 
 __all__ = [
@@ -52,8 +55,18 @@ __all__ = [
     "TokenStore",
 ]
 
-from ._tokens import Auth, Token, TokenCache, TokenGrant, TokenSender, TokenStore
-from ._wire import JWT_ALGORITHMS, TOKEN_PATH
+from ._wire import JWT_ALGORITHMS, TOKEN_PATH, dumps, loads, parse_datetime
+
+_FROM_TOKENS = frozenset(("Auth", "Token", "TokenCache", "TokenGrant", "TokenSender", "TokenStore"))
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_TOKENS:
+        from . import _tokens
+
+        return getattr(_tokens, name)
+    raise AttributeError(f"module 'amili_async.auth' has no attribute {name!r}")
+
 
 _TOKEN_CHARS = re.compile(r"[\x21-\x7e]{1,8192}")
 
@@ -148,7 +161,7 @@ class ApiCodeAuth:
         return "ApiCodeAuth(api_code='***')"
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
-        body = serde.dumps({"api_code": self.api_code})
+        body = dumps({"api_code": self.api_code})
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         return parse_token_answer(await send(self.login_method, TOKEN_PATH, headers, body), self.login_method)
 
@@ -167,6 +180,8 @@ class StaticTokenAuth:
         return "StaticTokenAuth(token='***')"
 
     async def fetch(self, send: TokenSender) -> TokenGrant:
+        from ._tokens import TokenGrant
+
         return TokenGrant(self.token)
 
 
@@ -184,6 +199,8 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes], method: str
     """The answer of the login (`method`: GET, or POST for `ApiCodeAuth`) -> a grant, or its error.
 
     The token endpoint's door has scrubbed an error answer of the JWT and the API code (issue 11)."""
+    from ._tokens import TokenGrant
+
     status, headers, raw = answer
     if not 200 <= status < 300:  # a redirect is an error too: its body is not a token
         payload = _json_or_none(raw)
@@ -219,7 +236,7 @@ def parse_token_answer(answer: tuple[int, Mapping[str, str], bytes], method: str
 
 def _json_or_none(raw: bytes) -> Any:
     try:
-        return serde.loads(raw) if raw else None
+        return loads(raw) if raw else None
     except ValueError:
         return None
 
@@ -235,7 +252,7 @@ def _lifetime(payload: Mapping[str, Any], now: float) -> float | None:
         try:
             if isinstance(value, (int, float)):
                 return float(value) - now
-            return serde.parse_datetime(value).timestamp() - now
+            return parse_datetime(value).timestamp() - now
         except (ValueError, KeyError, IndexError):
             continue
     return None
@@ -257,6 +274,12 @@ def _jwt_lifetime(token: str, now: float) -> float | None:
     return None
 
 
+def _redactor() -> Redactor:
+    from ._redact import Redactor
+
+    return Redactor()
+
+
 @attrs.frozen
 class TokenEndpoint:
     """The door to the token endpoint, given to the cache at construction (no call-back into the client).
@@ -269,13 +292,15 @@ class TokenEndpoint:
     base_url: str
     headers: tuple[tuple[str, str], ...]
     timeout_ext: Mapping[str, float | None]
-    redactor: Redactor = attrs.field(factory=Redactor)  # issue 11: the client's one redaction point
+    redactor: Redactor = attrs.field(factory=_redactor)  # issue 11: the client's one redaction point
     telemetry: _telemetry.Telemetry | None = None  # a token request is a span, a metric and a log record too
 
     async def __call__(
         self, method: str, path: str, headers: Mapping[str, str], body: bytes | None
     ) -> tuple[int, Mapping[str, str], bytes]:
         import httpx
+
+        from . import _telemetry
 
         own = {name.lower() for name in headers}
         sent = [(name, value) for name, value in self.headers if name.lower() not in own]

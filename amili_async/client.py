@@ -7,18 +7,13 @@ answers. The client wires them together and owns nothing else.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import httpx
 
 from ._config import DEFAULT_LIMITS, DEFAULT_TIMEOUT, SANDBOX_URL, auth_from_env, base_url_from
 from ._config import user_agent as default_user_agent
-from ._flow import stop_probe
-from ._pipeline import Connection, Pipeline, Runtime, Settings
-from ._redact import Redactor, secrets_of
-from ._telemetry import Telemetry
-from .auth import Auth, TokenStore
-from .bulk import Outcome, StopOn, run_many
+from ._wire import MAX_BODY
 from .errors import ConfigurationError
 from .models.actions import (
     Action,
@@ -28,11 +23,14 @@ from .models.actions import (
     RespiteGrant,
     not_an_action,
 )
-from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt, RespiteReceipt
-from .ratelimit import NoRateLimit, RateLimiter
-from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
-from .retry import RetryPolicy
-from .transports import MAX_BODY
+
+if TYPE_CHECKING:  # the rest is imported when a client is built: `import amili_async` stays light
+    from ._pipeline import Pipeline, Runtime
+    from .auth import Auth, TokenStore
+    from .bulk import Outcome, StopOn
+    from .models.receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt, Receipt, RespiteReceipt
+    from .ratelimit import RateLimiter
+    from .retry import RetryPolicy
 
 __all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "SANDBOX_URL", "AsyncAmiliClient"]
 
@@ -79,6 +77,13 @@ class AsyncAmiliClient:
         token_store: TokenStore | None = None,
         _share: AsyncAmiliClient | None = None,
     ) -> None:
+        from ._pipeline import Connection, Pipeline, Settings
+        from ._redact import Redactor, secrets_of
+        from ._telemetry import Telemetry
+        from .ratelimit import NoRateLimit
+        from .resources import Cases, CreditorCancellations, CreditorCreditings, CreditorPayments, Respite
+        from .retry import RetryPolicy
+
         if transport is not None and http_client is not None:
             raise ConfigurationError("pass transport= or http_client=, not both")
         if verify is False:
@@ -217,6 +222,9 @@ class AsyncAmiliClient:
         `stop_on=StopOn()` the run stops sending once it cannot succeed (credentials refused, Amili
         unreachable) and gives every action it did not send a `NotSentError` outcome.
         """
+        from ._flow import stop_probe
+        from .bulk import run_many
+
         probe = stop_probe(self._pipeline.connection) if stop_on is not None else None
         return run_many(self.execute, actions, concurrency=concurrency, stop_on=stop_on, probe=probe)
 

@@ -38,6 +38,8 @@ from typing import Any
 
 import httpx
 
+from ._wire import MAX_BODY
+
 __all__ = [
     "AmiliAiohttpTransport",
     "Exchange",
@@ -47,7 +49,6 @@ __all__ = [
     "respx_active",
 ]
 
-MAX_BODY = 16 * 1024 * 1024
 _URL_QUERY = re.compile(r"\?[^\s'\"<>)]*")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -116,3 +118,45 @@ def test_no_source_module_over_500_lines() -> None:
     big = {str(p.relative_to(PACKAGE)): n for p in SOURCES if (n := len(p.read_text().splitlines())) > 500}
     assert not big, f"modules over 500 lines (split them by concern): {big}"
     assert len((PACKAGE / "client.py").read_text().splitlines()) < 300
+
+
+def test_the_usual_import_loads_only_what_it_needs() -> None:
+    """`from amili_async import AsyncAmiliClient, CreditorPayment, ApiCodeJwtAuth` loads the client, the models
+    and the credentials; the pipeline, the bulk runner, the blocking facade and the heavy dependencies come
+    with the first client or the first call (issue 12: the import costs at most 1.3x `import httpx`)."""
+    code = (
+        "import sys, httpx; before = set(sys.modules); "
+        "from amili_async import AsyncAmiliClient, CreditorPayment, ApiCodeJwtAuth; "
+        "print(' '.join(sorted(set(sys.modules) - before)))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    added = set(done.stdout.split())
+    assert "amili_async.client" in added and "amili_async.models.actions" in added  # it did import
+    deferred = {
+        "anyio",
+        "asyncio",
+        "cattrs",
+        "jwt",
+        "cryptography",
+        "aiohttp",
+        "tenacity",
+        "amili_async._pipeline",
+        "amili_async._tokens",
+        "amili_async._telemetry",
+        "amili_async.bulk",
+        "amili_async.sync",
+        "amili_async.resources",
+        "amili_async.models.receipts",
+        "amili_async.ratelimit",
+    }
+    assert not (added & deferred), f"imported too early: {sorted(added & deferred)}"
+
+
+def test_every_public_name_still_resolves() -> None:
+    code = (
+        "import amili_async, amili_async.models as m, amili_async.auth as a; "
+        "print([n for n in amili_async.__all__ if not hasattr(amili_async, n)], "
+        "[n for n in m.__all__ if not hasattr(m, n)], [n for n in a.__all__ if not hasattr(a, n)])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[] [] []"

@@ -29,8 +29,8 @@ from .._evidence import Identity, Sighting
 from .._reconcile import conflict_error, look
 from ..client import AsyncAmiliClient
 from ..errors import AmiliError
-from ..models.actions import RECEIPT_FOR, Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
-from ..models.receipts import CancellationReceipt, RespiteReceipt
+from ..models.actions import Action, CreditorCancellation, CreditorCrediting, CreditorPayment, RespiteGrant
+from ..models.receipts import RECEIPT_FOR, CancellationReceipt, RespiteReceipt
 
 
 @attrs.frozen

@@ -15,7 +15,6 @@ import attrs
 
 from ..errors import ValidationError
 from . import _validate as v
-from .receipts import CancellationReceipt, CreditingReceipt, PaymentReceipt
 
 __all__ = [
     "ACTION_TYPES",
@@ -168,11 +167,6 @@ class RespiteGrant:
 Action = CreditorPayment | CreditorCrediting | CreditorCancellation | RespiteGrant
 ReceiptedAction = CreditorPayment | CreditorCrediting | CreditorCancellation  # answered with a stored record
 ACTION_TYPES: tuple[type[Any], ...] = (CreditorPayment, CreditorCrediting, CreditorCancellation, RespiteGrant)
-RECEIPT_FOR: dict[type[Any], type[Any]] = {
-    CreditorPayment: PaymentReceipt,
-    CreditorCrediting: CreditingReceipt,
-    CreditorCancellation: CancellationReceipt,
-}
 
 
 def not_an_action(value: Any) -> ValidationError:

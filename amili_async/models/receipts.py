@@ -24,10 +24,13 @@ from typing import Any
 
 import attrs
 
+from .actions import CreditorCancellation, CreditorCrediting, CreditorPayment
+
 __all__ = [
     "CancellationReceipt",
     "CreditingReceipt",
     "PaymentReceipt",
+    "RECEIPT_FOR",
     "RECEIPT_TYPES",
     "Receipt",
     "RespiteReceipt",
@@ -106,3 +109,8 @@ class RespiteReceipt:
 
 
 RECEIPT_TYPES: tuple[type[Receipt], ...] = (PaymentReceipt, CreditingReceipt, CancellationReceipt)
+RECEIPT_FOR: dict[type[Any], type[Receipt]] = {  # the record an action is answered with
+    CreditorPayment: PaymentReceipt,
+    CreditorCrediting: CreditingReceipt,
+    CreditorCancellation: CancellationReceipt,
+}
