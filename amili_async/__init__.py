@@ -34,6 +34,7 @@ from .errors import (
     UnprocessableEntityError,
     ValidationError,
 )
+from .models import __all__ as _MODEL_NAMES  # the package alone: each model module loads on first use
 
 if TYPE_CHECKING:
     from ._config import configure_logging_from_env
@@ -70,22 +71,7 @@ _WHERE = {  # public name -> the module that defines it
     "NoRateLimit": "ratelimit",
     "RateLimiter": "ratelimit",
     "RetryPolicy": "retry",
-    **dict.fromkeys(
-        (
-            "CancellationReceipt",
-            "Case",
-            "CreditingReceipt",
-            "CreditorCancellation",
-            "CreditorCrediting",
-            "CreditorPayment",
-            "PaymentReceipt",
-            "Receipt",
-            "RespiteCheck",
-            "RespiteGrant",
-            "RespiteReceipt",
-        ),
-        "models",
-    ),
+    **dict.fromkeys((name for name in _MODEL_NAMES if name != "Action"), "models"),
 }
 
 
