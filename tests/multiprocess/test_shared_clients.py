@@ -39,6 +39,23 @@ def run(backend: str, main: Callable[[], Awaitable[Any]]) -> Any:
     return anyio.run(main, backend=backend)
 
 
+def run_workers(backend: str, worker: Callable[[int], Awaitable[list[bool]]], count: int) -> list[list[bool]]:
+    """`worker(0)` ... `worker(count - 1)` side by side (a test's "processes"): each one's outcomes."""
+
+    async def main() -> list[list[bool]]:
+        results: list[list[bool]] = []
+
+        async def one(n: int) -> None:
+            results.append(await worker(n))
+
+        async with anyio.create_task_group() as tg:
+            for n in range(count):
+                tg.start_soon(one, n)
+        return results
+
+    return anyio.run(main, backend=backend)
+
+
 def payment(case: str, reference: str, creditor: str = CREDITOR) -> CreditorPayment:
     return CreditorPayment(
         creditor=creditor,
@@ -79,18 +96,7 @@ def test_workers_sharing_redis_log_in_once(redis_server: RedisServer, fake: Fake
             actions = [payment(case, f"W{n}-{i}", creditor.id) for i in range(20)]
             return [o.ok async for o in client.execute_many(actions, concurrency=8)]
 
-    async def main() -> list[list[bool]]:
-        results: list[list[bool]] = []
-
-        async def one(n: int) -> None:
-            results.append(await worker(n))
-
-        async with anyio.create_task_group() as tg:
-            for n in range(4):
-                tg.start_soon(one, n)
-        return results
-
-    results = run(backend, main)
+    results = run_workers(backend, worker, 4)
     assert all(all(r) for r in results)
     assert fake.token_requests == 1  # four "processes", one login, no token knocked out
     refs = Counter(p["creditor_payment_reference"] for p in fake.payments)
@@ -228,18 +234,7 @@ def test_a_process_dying_mid_login_blocks_the_others_only_until_its_lock_expires
                 actions = [payment(CASE, f"S{n}-{i}") for i in range(5)]
                 return [o.ok async for o in client.execute_many(actions, concurrency=5)]
 
-        async def main() -> list[list[bool]]:
-            results: list[list[bool]] = []
-
-            async def one(n: int) -> None:
-                results.append(await survivor(n))
-
-            async with anyio.create_task_group() as tg:
-                for n in range(3):
-                    tg.start_soon(one, n)
-            return results
-
-        results = run(backend, main)
+        results = run_workers(backend, survivor, 3)
         assert all(all(r) for r in results)
         # The dead one's login, then exactly one more once its lock expired: no herd, no bouncing.
         assert amili.logins == 2
@@ -281,18 +276,7 @@ def test_workers_sharing_a_budget_stay_under_the_servers_limit(
             actions = [payment(case, f"R{n}-{i}", creditor.id) for i in range(40)]
             return [o.ok async for o in client.execute_many(actions, concurrency=16)]
 
-    async def main() -> list[list[bool]]:
-        results: list[list[bool]] = []
-
-        async def one(n: int) -> None:
-            results.append(await worker(n))
-
-        async with anyio.create_task_group() as tg:
-            for n in range(3):
-                tg.start_soon(one, n)
-        return results
-
-    results = run(backend, main)
+    results = run_workers(backend, worker, 3)
     assert all(all(r) for r in results)
     refs = Counter(p["creditor_payment_reference"] for p in fake.payments)
     assert len(refs) == 120 and set(refs.values()) == {1}
