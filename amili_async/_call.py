@@ -38,47 +38,38 @@ class ApiResponse:
             return None
 
 
-class Call:
-    """One logical request: what to send and how to treat its failures. (Not an attrs class: one is built
-    per call, and a frozen attrs instance costs a microsecond more to build.)"""
+class Call(_telemetry.Operation):
+    """One logical request: what to send, how to treat its failures, and (as an `Operation`) what the outside
+    sees of it: request id, attempts, outcome. `with call:` runs it as an operation; `Pipeline.run` sends it.
 
-    __slots__ = (
-        "_identified",
-        "_identity",
-        "action",
-        "body",
-        "method",
-        "needs_body",
-        "ok",
-        "op",
-        "params",
-        "path",
-        "write",
-    )
+    Not an attrs class: one is built per call, and a frozen attrs instance costs a microsecond more to build.
+    """
+
+    __slots__ = ("_identified", "_identity", "action", "body", "needs_body", "ok", "params")
 
     def __init__(
         self,
+        telemetry: _telemetry.Telemetry,
+        name: str,  # the operation's name in spans and logs (`amili.creditor_payments.create`): never an id
         method: str,
         path: str,
         params: Mapping[str, str] | None = None,
         body: bytes | None = None,
-        write: bool = False,
+        write: bool | None = None,  # default: anything but GET
         action: Any = None,
         ok: tuple[int, ...] = (200, 201),
         needs_body: bool = True,
-        op: _telemetry.Operation | None = None,  # the SDK operation it belongs to: request id, spans, log fields
+        kind: str | None = None,
+        parent: _telemetry.Operation | None = None,  # the write whose lost answer this lookup settles
     ) -> None:
-        self.method = method
-        self.path = path
         self.params = params
         self.body = body
-        self.write = write
         self.action = action  # the payment, crediting or cancellation a write sends
         self._identity: Identity | None = None
         self._identified = action is None  # the identity is worked out (or there is none to work out)
         self.ok = ok
         self.needs_body = needs_body
-        self.op = op
+        _telemetry.Operation.__init__(self, telemetry, name, method, path, write, kind, parent)
 
     @property
     def identity(self) -> Identity | None:

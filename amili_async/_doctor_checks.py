@@ -363,7 +363,7 @@ async def check_duplicates(client: AsyncAmiliClient, case_id: str) -> Finding:
         first = await client.execute(action)
     except AmiliError as exc:
         return Finding(name, Verdict.NOT_CHECKED, ASSUME_UNIQUE, f"the first test payment failed: {_failed(exc)}", "-")
-    body = serde.converter().unstructure(action)
+    body = serde.action_body(action)
     reference = action.creditor_payment_reference
     try:
         second = await client.request("POST", action.path, json=body)

@@ -86,7 +86,7 @@ class Reachability:
         if status in (502, 503, 504) and not asks_to_wait(headers):
             self.failed()
         else:
-            self.answered()
+            self._down_since = None  # answered(), without a call: every answer comes here
 
     def down_for(self) -> float:
         """Seconds since Amili last could not be reached with no answer since (0 while it answers)."""

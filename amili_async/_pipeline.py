@@ -206,6 +206,33 @@ class Pipeline:
     def bind(self) -> Runtime:
         return self.connection.bind(self.settings)
 
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+        write: bool | None = None,
+        action: Any = None,
+        ok: tuple[int, ...] = (200, 201),
+        needs_body: bool = True,
+        operation: str | None = None,
+        kind: str | None = None,
+    ) -> Call:
+        """One logical request, to send with `with call: await pipeline.run(call)` (what `request` does).
+
+        `write` defaults to True for anything but GET. `action` is the payment, crediting or cancellation a write
+        sends: with a reference, its `Identity` says how to find its record again and how to tell it is this
+        write's, and an ambiguous attempt is reconciled (`_reconcile.py`); without, an ambiguous attempt is an
+        `OutcomeUnknownError`. `operation` names it in spans and logs (never with ids in it; default
+        `amili.request`), `kind` is the action's kind there.
+        """
+        body = None if json is None else serde.dumps(json)
+        name = operation or "amili.request"
+        telemetry = self.connection.telemetry
+        return Call(telemetry, name, method, path, params, body, write, action, ok, needs_body, kind)
+
     async def request(
         self,
         method: str,
@@ -218,32 +245,28 @@ class Pipeline:
         ok: tuple[int, ...] = (200, 201),
         needs_body: bool = True,
         operation: str | None = None,
-        within: _telemetry.Operation | None = None,
     ) -> ApiResponse:
-        """Send one logical request (token, retries, reconciliation, errors).
+        """Send one logical request (token, retries, reconciliation, errors); the arguments are `call`'s."""
+        with self.call(
+            method,
+            path,
+            params=params,
+            json=json,
+            write=write,
+            action=action,
+            ok=ok,
+            needs_body=needs_body,
+            operation=operation,
+        ) as call:
+            return await self.run(call)
 
-        `write` defaults to True for anything but GET. `action` is the payment, crediting or cancellation a write
-        sends: with a reference, its `Identity` says how to find its record again and how to tell it is this
-        write's, and an ambiguous attempt is reconciled (`_reconcile.py`); without, an ambiguous attempt is an
-        `OutcomeUnknownError`. `operation` names it in spans and logs
-        (never with ids in it; default `amili.request`), unless it runs `within` an operation begun already.
-        """
-        body = None if json is None else serde.dumps(json)
-        is_write = method != "GET" if write is None else write
-        if within is not None:
-            return await self.run(Call(method, path, params, body, is_write, action, ok, needs_body, within))
-        telemetry = self.connection.telemetry
-        with _telemetry.begin(telemetry, operation or "amili.request", method, path, write=is_write) as op:
-            return await self.run(Call(method, path, params, body, is_write, action, ok, needs_body, op))
-
-    async def _get(self, path: str, params: Mapping[str, str] | None, within: _telemetry.Operation | None) -> Any:
+    async def _get(self, path: str, params: Mapping[str, str] | None, parent: Call) -> Any:
         """A read through this pipeline (reconciliation's lookups and fetches), as a child of the write."""
-        telemetry = self.connection.telemetry
-        with _telemetry.begin(telemetry, "amili.reconcile", "GET", path, parent=within) as op:
-            return (await self.run(Call("GET", path, params, op=op))).payload
+        with Call(self.connection.telemetry, "amili.reconcile", "GET", path, params, parent=parent) as call:
+            return (await self.run(call)).payload
 
     async def run(self, call: Call) -> ApiResponse:
-        runtime = self.bind()
+        runtime = self.connection.bind(self.settings)
         policy = self.settings.retry
         # One object per call carries what its attempts, waits and deadline error need (no closures: every
         # object a call allocates is work for the garbage collector at high concurrency).
@@ -277,22 +300,6 @@ class Pipeline:
             **named(call, state.tried),
         )
 
-    async def _attempt(self, runtime: Runtime, call: Call, number: int, state: _CallState) -> ApiResponse:
-        tokens = runtime.tokens
-        try:
-            token = tokens.fresh() or await self._token(tokens, state)
-            response = await self._send(runtime, call, token, number, state)
-            if response.status == 401 and await tokens.refused(token):
-                # Renew once (unless another call already did) and replay once: a 401 is refused before any
-                # processing, so replaying a write is safe. A second 401 is final.
-                token = await self._token(tokens, state)
-                response = await self._send(runtime, call, token, number, state)
-                if response.status == 401:
-                    await tokens.refused(token)  # two fresh tokens refused in a row: the credentials are refused
-            return self._classify(call, response, number, token)
-        except (Ambiguous, Taken, Unreadable) as signal:
-            return await self._reconcile(call, signal, number, state)
-
     async def _token(self, tokens: TokenCache, state: _CallState) -> Token:
         """Wait for a token as long as the call's deadline allows (an outage of the token endpoint)."""
         deadline = self.settings.retry.deadline
@@ -304,9 +311,7 @@ class Pipeline:
 
     async def _send(self, runtime: Runtime, call: Call, token: Token, number: int, state: _CallState) -> ApiResponse:
         settings = self.settings
-        op = call.op  # the same request id on every attempt of the call
-        request_id = op.request_id if op is not None else _telemetry.new_request_id()
-        headers = [*settings.headers, ("X-API-Key", token.value), (REQUEST_ID_HEADER, request_id)]
+        headers = [*settings.headers, ("X-API-Key", token.value), (REQUEST_ID_HEADER, call.request_id)]
         if call.body is not None:
             headers.append(("Content-Type", "application/json"))
         url = settings.base_url + call.path
@@ -327,13 +332,13 @@ class Pipeline:
             )
         except httpx.TransportError as exc:
             runtime.reach.failed()
-            _telemetry.attempt(op, number, started, None, None, exc)  # telemetry: one call per exchange
+            _telemetry.attempt(call, number, started, None, None, exc)  # telemetry: one call per exchange
             if call.write:
                 state.proof = of_failure(exc).proves
             text = self.connection.redactor.transport_error(exc, token.value, call.params)  # `exc` is not kept
             failure = judge_failure(exc, text, write=call.write, **named(call, number))
         else:
-            _telemetry.attempt(op, number, started, status, response_headers)  # telemetry: one call per exchange
+            _telemetry.attempt(call, number, started, status, response_headers)  # telemetry: one call per exchange
             if call.write:
                 state.proof = of_answer(status).proves
             if not limiter.observe_now(status, response_headers):
@@ -394,7 +399,7 @@ class Pipeline:
             await state.runtime.clock.sleep(wait, policy.sleep)  # the server asked for it (a 503 with Retry-After)
 
         def get(path: str, params: Mapping[str, str] | None) -> Any:
-            return self._get(path, params, call.op)  # telemetry: lookups are children of the write's operation
+            return self._get(path, params, call)  # telemetry: lookups are children of the write's operation
 
         reconciler = Reconciler(
             get, policy, state.deadline_at, call.method, call.path, call.identity, self.connection.lookups
@@ -422,7 +427,7 @@ class _CallState:
         self.call = call
         self.started = runtime.clock.now()
         deadline = pipeline.settings.retry.deadline
-        self.deadline_at = None if deadline is None else time.monotonic() + deadline  # `_reconcile`'s clock
+        self.deadline_at = None if deadline is None else call.started + deadline  # `_reconcile`'s clock (monotonic)
         self.proof: Proof | None = None  # what the write's attempts prove so far (None: nothing sent yet)
         self.tried = 0  # attempts started
         self.waiting = False  # for a token
@@ -439,9 +444,25 @@ class _CallState:
         return self.proof is None or self.proof is Proof.NOT_APPLIED
 
     async def attempt(self, number: int) -> ApiResponse:
+        """One attempt: a token, the exchange (a refused token renewed and replayed once), the answer judged;
+        a write's ambiguous attempt reconciled."""
         self.tried = number
+        pipeline, runtime, call = self.pipeline, self.runtime, self.call
+        tokens = runtime.tokens
         try:
-            return await self.pipeline._attempt(self.runtime, self.call, number, self)
+            try:
+                token = tokens.fresh() or await pipeline._token(tokens, self)
+                response = await pipeline._send(runtime, call, token, number, self)
+                if response.status == 401 and await tokens.refused(token):
+                    # Renew once (unless another call already did) and replay once: a 401 is refused before any
+                    # processing, so replaying a write is safe. A second 401 is final.
+                    token = await pipeline._token(tokens, self)
+                    response = await pipeline._send(runtime, call, token, number, self)
+                    if response.status == 401:
+                        await tokens.refused(token)  # two fresh tokens refused in a row: the credentials are refused
+                return pipeline._classify(call, response, number, token)
+            except (Ambiguous, Taken, Unreadable) as signal:
+                return await pipeline._reconcile(call, signal, number, self)
         except Failure as failure:
             self.throttled = failure.error if failure.kind is FailureKind.THROTTLED else None
             raise

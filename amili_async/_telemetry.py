@@ -3,21 +3,22 @@
 The pipeline reports what happens through a handful of hooks, and this module turns that into what people
 operating a payment service look at:
 
-    with begin(telemetry, name, method, path) as op:   an SDK operation (`amili.creditor_payments.create`, ...);
-        ...                                          leaving the block ends it: end(op, error)
-    attempt(op, number, started, status, headers)    one HTTP exchange of it finished (answered or failed)
-    waited(reason, seconds)                          the retry policy waits before the next attempt
-    token_request(...)                               the token endpoint was asked for a token
+    with Operation(telemetry, name, method, path) as op:   an SDK operation (`amili.creditor_payments.create`,
+        ...                                                ...); leaving the block records its outcome
+    attempt(op, number, started, status, headers)          one HTTP exchange of it finished (answered or failed)
+    waited(reason, seconds)                                the retry policy waits before the next attempt
+    token_request(...)                                     the token endpoint was asked for a token
 
-The pipeline hands the operation along explicitly (`Call.op`): its request id goes on every attempt, and a
-lookup run while a write is reconciled is begun as that write's child (same request id, its own span).
+Every call the pipeline sends is an operation (`_call.Call` extends `Operation` with what to send), so no
+object is made for telemetry alone: its request id goes on every attempt, and a lookup run while a write is
+reconciled is a child call of that write (same request id, its own span).
 Records logged where the operation is not at hand (the retry policy, reconciliation, lookups) find it in a
 context variable, set from the first failed exchange on (or from the start when OpenTelemetry is on):
 setting one costs allocations that make the garbage collector run three times as often, which a call that
 succeeds at once, the common case, has no reason to pay.
 
 Costs: without OpenTelemetry nothing of it is imported, ever; we look at `sys.modules` for it, so an
-application that never imported OpenTelemetry pays two dictionary look-ups per operation. With the API
+application that never imported OpenTelemetry pays one dictionary look-up per operation. With the API
 imported but no SDK configured (the global providers are still the API's proxies), we stop there as well.
 Only a configured provider makes us import `_otel`, which builds spans and records metrics.
 
@@ -50,12 +51,9 @@ __all__ = [
     "Operation",
     "Telemetry",
     "attempt",
-    "begin",
     "current",
-    "end",
     "log",
     "path_template",
-    "stamp",
     "token_request",
     "waited",
 ]
@@ -66,6 +64,7 @@ _ID_SEGMENT = re.compile(r"/[^/]*\d[^/]*")  # a path segment with a digit in it 
 _CURRENT: contextvars.ContextVar[Operation | None] = contextvars.ContextVar("amili_async_operation", default=None)
 _MODULES = sys.modules
 _random_bits = random.getrandbits
+_monotonic = time.monotonic
 
 # Outcomes of an operation (`amili.outcome` on its span and log records).
 APPLIED = "applied"  # a write Amili answered 2xx
@@ -77,13 +76,7 @@ ERROR = "error"  # any other error; `error.type` names it
 CANCELLED = "cancelled"
 
 
-R = TypeVar("R")  # a receipt, handed back as it came
-
-
-def new_request_id() -> str:
-    """32 random hex digits, unique per call. From `random` (reseeded in a forked child), not `os.urandom`:
-    an id needs no secrecy, and a system call per SDK call costs microseconds on a virtual machine."""
-    return _random_bits(128).to_bytes(16, "big").hex()
+Op = TypeVar("Op", bound="Operation")
 
 
 @functools.lru_cache(maxsize=512)  # a write's path is the same every call; a read's may carry an id
@@ -159,19 +152,34 @@ def _provider(module: Any, variable: str, getter: str, from_env: bool) -> Any:
 class Operation:
     """One SDK call as the outside sees it: its name, request id, attempts and, at the end, its outcome.
 
-    What most calls never change is a class default, so starting an operation assigns six attributes.
+    `with op:` runs it; leaving the block records its outcome. A `_call.Call` is an operation with what to send.
+    What every operation sets lives in slots; what most never change is a class default, and the instance
+    dictionary for it is made only by the few that change one (a failed exchange, OpenTelemetry, a lookup).
     """
 
-    attempt = 0  # the retry policy's attempt number of the last exchange
-    sends = 0  # HTTP exchanges, a 401 replay included
-    status: int | None = None  # the status of the last exchange (None: no answer)
-    server_request_id: str | None = None
+    __slots__ = (
+        "__dict__",
+        "attempt",
+        "debug",
+        "kind",
+        "method",
+        "name",
+        "path",
+        "request_id",
+        "sends",
+        "server_request_id",
+        "started",
+        "status",
+        "write",
+    )
+
     looked_up = False  # a reconciliation lookup (a child operation) ran
     resent = False  # an exchange was sent after such a lookup
-    outcome: str | None = None
+    outcome: str | None = None  # set when it ends, if anything records it
     otel: Otel | None = None
     span: Any = None
     otel_token: Any = None
+    token: contextvars.Token[Operation | None] | None = None  # while it is the context's current operation
     _template: str | None = None
 
     def __init__(
@@ -180,58 +188,52 @@ class Operation:
         name: str,
         method: str,
         path: str,
-        *,
         write: bool | None = None,
         kind: str | None = None,
         parent: Operation | None = None,
     ) -> None:
-        """An operation starts; `parent` is the write whose lost answer this lookup settles. (Called `begin`.)"""
+        """`parent` is the write whose lost answer this lookup settles: one logical call, one request id."""
         self.name = name
         self.method = method
         self.path = path
         self.write = method != "GET" if write is None else write
         self.kind = kind
-        self.token: contextvars.Token[Operation | None] | None = None
         if parent is None:
-            self.request_id = _random_bits(128).to_bytes(16, "big").hex()  # new_request_id(), inlined: every call
-        else:  # one logical call, one id
+            # 32 random hex digits. From `random` (reseeded in a forked child), not `os.urandom`: an id needs no
+            # secrecy, and a system call per SDK call costs microseconds on a virtual machine.
+            self.request_id = _random_bits(128).to_bytes(16, "big").hex()
+        else:
             self.request_id = parent.request_id
             parent.looked_up = True
-        self.started = time.monotonic()
+        self.attempt = 0  # the retry policy's attempt number of the last exchange
+        self.sends = 0  # HTTP exchanges, a 401 replay included
+        self.status: int | None = None  # the status of the last exchange (None: no answer)
+        self.server_request_id: str | None = None
+        self.started = _monotonic()
         self.debug = _logger.isEnabledFor(logging.DEBUG)  # asked once per operation, not once per record
-        if _MODULES.get("opentelemetry.trace") is None and _MODULES.get("opentelemetry.metrics") is None:
-            return  # OpenTelemetry never imported: nobody can have configured it (the common, free case)
-        otel = telemetry.otel()
-        if otel is not None:
-            self.otel = otel
-            self.make_current()  # waits, token requests and lookups find their span through it
-            otel.begin(self)
+        if _MODULES.get("opentelemetry") is not None:  # never imported: nobody can have configured it (common, free)
+            self.otel = telemetry.otel()
 
     def make_current(self) -> None:
         """From now until it ends, log records and retry waits in this context belong to this operation."""
         if self.token is None:
             self.token = _CURRENT.set(self)
 
-    def __enter__(self) -> Operation:
+    def __enter__(self: Op) -> Op:
+        otel = self.otel
+        if otel is not None:
+            self.make_current()  # waits, token requests and lookups find their span through it
+            otel.begin(self)
         return self
 
     def __exit__(self, kind: object, error: BaseException | None, traceback: object) -> None:
         """The operation finished (with `error`, or not): record its outcome."""
-        if error is None:
-            if not self.write:
-                outcome = OK
-            elif self.status is not None and 200 <= self.status < 300:
-                outcome = RESENT if self.resent else APPLIED
-            else:  # the answer came from a lookup, not from the write's own exchange
-                outcome = RECOVERED
-        else:
-            outcome = _error_outcome(error)
-            if isinstance(error, AmiliError) and error.request_id is None:
-                error.request_id = self.request_id
-                error.server_request_id = self.server_request_id
-        self.outcome = outcome
+        if isinstance(error, AmiliError) and error.request_id is None:
+            error.request_id = self.request_id
+            error.server_request_id = self.server_request_id
         if self.token is None and self.otel is None and not self.debug:
-            return  # the common case: nothing more to record
+            return  # the common case: nothing records the outcome
+        self.outcome = outcome = self._outcome(error)
         try:
             if self.debug:
                 kind = "" if error is None else f" ({error_type(error)})"
@@ -244,6 +246,15 @@ class Operation:
             if self.token is not None:
                 _reset(self.token)
 
+    def _outcome(self, error: BaseException | None) -> str:
+        if error is not None:
+            return _error_outcome(error)
+        if not self.write:
+            return OK
+        if self.status is not None and 200 <= self.status < 300:
+            return RESENT if self.resent else APPLIED
+        return RECOVERED  # the answer came from a lookup, not from the write's own exchange
+
     @property
     def template(self) -> str:
         if self._template is None:
@@ -251,7 +262,7 @@ class Operation:
         return self._template
 
     def elapsed_ms(self) -> float:
-        return round((time.monotonic() - self.started) * 1000, 3)
+        return round((_monotonic() - self.started) * 1000, 3)
 
     def log_fields(self) -> dict[str, Any]:
         return {
@@ -267,11 +278,8 @@ class Operation:
 current = _CURRENT.get  # () -> Operation | None: the operation records in this context belong to, if any
 
 
-begin = Operation  # `with begin(telemetry, name, method, path, ...) as op:` starts one, leaving the block ends it
-
-
 def attempt(
-    op: Operation | None,
+    op: Operation,
     number: int,
     started: float,
     status: int | None,
@@ -282,8 +290,6 @@ def attempt(
 
     `started` is the `time.monotonic()` taken just before sending.
     """
-    if op is None:
-        return
     op.attempt = number
     op.sends += 1
     op.status = status
@@ -326,12 +332,6 @@ def token_request(
         otel.token_request(_CURRENT.get(), method, path_template(path), started, status, kind)
 
 
-def end(op: Operation, error: BaseException | None) -> str:
-    """End `op` (for code that cannot use `with`); returns its outcome."""
-    op.__exit__(None, error, None)
-    return op.outcome or ERROR
-
-
 def _error_outcome(error: BaseException) -> str:
     if isinstance(error, OutcomeUnknownError):
         return UNKNOWN
@@ -343,14 +343,6 @@ def _error_outcome(error: BaseException) -> str:
 def _reset(token: contextvars.Token[Operation | None]) -> None:
     with contextlib.suppress(ValueError):  # set in another context (a task the operation did not start in)
         _CURRENT.reset(token)
-
-
-def stamp(result: R, op: Operation) -> R:
-    """Record the call's request ids on a receipt (frozen: set the way attrs itself does)."""
-    object.__setattr__(result, "request_id", op.request_id)
-    if op.server_request_id is not None:
-        object.__setattr__(result, "server_request_id", op.server_request_id)
-    return result
 
 
 def _is_cancellation(error: BaseException) -> bool:

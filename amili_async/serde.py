@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import attrs
 import orjson
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import cattrs
 
 __all__ = [
+    "action_body",
     "converter",
     "dumps",
     "format_rfc1123",
@@ -133,31 +134,58 @@ def _build() -> cattrs.Converter:
     return conv
 
 
+class _Converted(NamedTuple):
+    converter: cattrs.Converter
+    bodies: dict[type[Any], Callable[[Any], dict[str, Any]]]  # action class -> its generated unstructure function
+    documents: dict[type[Any], Callable[..., Any]]  # receipt or case class -> its structure function
+
+
 @functools.cache
-def converter() -> cattrs.Converter:
-    """The SDK's converter, with hooks for every model registered."""
+def _converted() -> _Converted:
     conv = _build()
     # Imported here, not at the top: the models are only needed once a first document is converted.
     from .models import actions, cases, receipts
 
-    for cls in actions.ACTION_TYPES:
-        conv.register_unstructure_hook(cls, _make_action_unstructure(conv, cls))
-    for cls in (*receipts.RECEIPT_TYPES, cases.Case):
-        conv.register_structure_hook(cls, _make_document_structure(conv, cls))
-    return conv
+    bodies = {cls: _make_action_unstructure(conv, cls) for cls in actions.ACTION_TYPES}
+    documented: tuple[type[Any], ...] = (*receipts.RECEIPT_TYPES, cases.Case)
+    documents = {cls: _make_document_structure(conv, cls) for cls in documented}
+    for cls, unstructure in bodies.items():
+        conv.register_unstructure_hook(cls, unstructure)
+    for cls, structure in documents.items():
+        conv.register_structure_hook(cls, structure)
+    return _Converted(conv, bodies, documents)
+
+
+def converter() -> cattrs.Converter:
+    """The SDK's converter, with hooks for every model registered."""
+    return _converted().converter
+
+
+def action_body(action: Any) -> dict[str, Any]:
+    """An action's JSON body: wire names, `None` fields left out (its generated function, without cattrs'
+    dispatch: this runs once per write)."""
+    return _converted().bodies[type(action)](action)
 
 
 def _make_action_unstructure(conv: cattrs.Converter, cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
     """Generated unstructure function: wire field names, `None` fields left out."""
+    from cattrs.fns import identity
     from cattrs.gen import make_dict_unstructure_fn, override
 
+    # An optional field is left out when None, so its hook only ever sees a value: the plain type's hook, not
+    # cattrs' Optional wrapper (a function call fewer per field; `identity` is not called at all).
+    present: dict[Any, Callable[[Any], Any]] = {
+        str | None: identity,
+        datetime | None: format_rfc1123,
+        Decimal | None: _money_fragment,
+    }
     overrides: dict[str, Any] = {}
-    for a in attrs.fields(cls):
+    for a in attrs.fields(attrs.resolve_types(cls)):
         wire = a.metadata.get("wire", a.name)
         if not a.metadata.get("body", True):
             overrides[a.name] = override(omit=True)
         elif a.default is None:
-            overrides[a.name] = override(rename=wire, omit_if_default=True)
+            overrides[a.name] = override(rename=wire, omit_if_default=True, unstruct_hook=present.get(a.type))
         else:
             overrides[a.name] = override(rename=wire)
     return make_dict_unstructure_fn(cls, conv, **overrides)
@@ -204,7 +232,7 @@ def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[
             readers[wire] = readers[a.name]
     required = frozenset(a.name for a in fields if a.default is attrs.NOTHING)
 
-    def structure(data: Any, _: Any) -> T:
+    def structure(data: Any, _: Any, local: Mapping[str, Any] | None = None) -> T:
         if not isinstance(data, Mapping):
             raise ValueError(f"expected a JSON object, got {type(data).__name__}")
         known: dict[str, Any] = {}
@@ -214,19 +242,32 @@ def _make_document_structure(conv: cattrs.Converter, cls: type[T]) -> Callable[[
             if target is None:
                 extra[key] = value
             elif value is not None and target[0] not in known:
-                known[target[0]] = target[1](value)
+                read = target[1]
+                # Most fields are text that is already a str: taken as it is, without calling `_text`.
+                known[target[0]] = value if read is _text and type(value) is str else read(value)
         missing = required.difference(known)
         if missing:
             raise ValueError(f"missing {', '.join(sorted(missing))}")
+        if local:
+            known.update(local)
         return cls(**known, extra=extra)  # type: ignore[call-arg]
 
     return structure
 
 
-def structure_document(data: Any, cls: type[T]) -> T:
-    """A decoded answer -> model; anything unusable becomes `ResponseDecodeError`, never a raw cattrs error."""
+def structure_document(data: Any, cls: type[T], local: Mapping[str, Any] | None = None) -> T:
+    """A decoded answer -> model; anything unusable becomes `ResponseDecodeError`, never a raw cattrs error.
+
+    `local` sets a receipt's fields that do not come from Amili's document (`provenance`, the request ids).
+    """
     try:
-        return converter().structure(data, cls)
+        structure = _converted().documents.get(cls)  # the receipts and cases: their function, without dispatch
+        if structure is None:
+            if local:
+                raise TypeError(f"{cls.__name__} has no fields of its own to set")
+            return converter().structure(data, cls)
+        document: T = structure(data, cls, local)
+        return document
     except Exception as exc:  # cattrs groups, KeyError, ValueError...
         from .errors import ResponseDecodeError
 

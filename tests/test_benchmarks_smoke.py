@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,25 @@ def test_layer_script_measures_every_opentelemetry_mode(tmp_path: Path) -> None:
     assert runs["api"]["opentelemetry_modules"] > 0
     assert all(run["sdk_from"].startswith(str(BENCH.parent / "amili_async")) for run in runs.values())
     assert "| tree | otel | µs/call |" in proc.stdout
+    assert runs["none"]["distinct_request_ids"] == 20  # one id per call
+
+
+def test_layer_script_stubs_the_calls_own_telemetry(tmp_path: Path) -> None:
+    out = tmp_path / "layer.json"
+    argv = [str(BENCH / "layer.py"), "--n", "100", "--warmup", "20", "--rounds", "1", "--otel", "stubbed"]
+    proc = _run([*argv, "--json", str(out)], timeout=120)
+    assert proc.returncode == 0, _explain(proc)
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["us_per_call"] > 0 and run["opentelemetry_modules"] == 0
+    assert run["distinct_request_ids"] == 1  # the stub's constant id: the real one is really gone
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="--instructions needs valgrind")
+def test_layer_script_counts_instructions(tmp_path: Path) -> None:
+    out = tmp_path / "layer.json"
+    argv = [str(BENCH / "layer.py"), "--instructions", "--n", "100", "--warmup", "10", "--otel", "none,stubbed"]
+    proc = _run([*argv, "--json", str(out)], timeout=600)
+    assert proc.returncode == 0, _explain(proc)
+    runs = {run["mode"]: run["instructions_per_call"] for run in json.loads(out.read_text())["runs"]}
+    assert runs["stubbed"] < runs["none"]  # the call's own telemetry costs something, and the count sees it
+    assert "| tree | otel | instructions/call |" in proc.stdout

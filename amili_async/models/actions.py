@@ -39,6 +39,16 @@ def _check(check: Any) -> Any:
     return validator
 
 
+def _optional(check: Any) -> Any:
+    """`_check`, letting None through (without a call: most optional fields are left None)."""
+
+    def validator(_: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is not None:
+            check(attribute.name, value)
+
+    return validator
+
+
 def _money(value: Any) -> Any:
     """An int amount becomes the Decimal it stands for (written `100`, not `100.000000`); the validator judges
     everything else (a bool or float is refused there, not converted here)."""
@@ -61,10 +71,10 @@ class CreditorPayment:
     amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
     currency: str = attrs.field(validator=_check(v.currency))
     bank_transaction_date: datetime = attrs.field(validator=_check(v.aware_datetime))
-    case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
-    invoice_number: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    creditor_payment_reference: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    client_registration_date: datetime | None = attrs.field(default=None, validator=_check(v.optional_aware_datetime))
+    case: str | None = attrs.field(default=None, validator=_optional(v.object_id))
+    invoice_number: str | None = attrs.field(default=None, validator=_optional(v.text))
+    creditor_payment_reference: str | None = attrs.field(default=None, validator=_optional(v.text))
+    client_registration_date: datetime | None = attrs.field(default=None, validator=_optional(v.aware_datetime))
     origin: str = attrs.field(default=ORIGIN, validator=_origin)
 
     def __attrs_post_init__(self) -> None:
@@ -90,12 +100,12 @@ class CreditorCrediting:
 
     amount: Decimal = attrs.field(converter=_money, validator=_check(v.amount))
     currency: str = attrs.field(validator=_check(v.currency))
-    case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
-    creditor: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
-    invoice_number: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    creditor_reference: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    credit_invoice: str | None = attrs.field(default=None, validator=_check(v.optional_text))
-    client_registration_date: datetime | None = attrs.field(default=None, validator=_check(v.optional_aware_datetime))
+    case: str | None = attrs.field(default=None, validator=_optional(v.object_id))
+    creditor: str | None = attrs.field(default=None, validator=_optional(v.object_id))
+    invoice_number: str | None = attrs.field(default=None, validator=_optional(v.text))
+    creditor_reference: str | None = attrs.field(default=None, validator=_optional(v.text))
+    credit_invoice: str | None = attrs.field(default=None, validator=_optional(v.text))
+    client_registration_date: datetime | None = attrs.field(default=None, validator=_optional(v.aware_datetime))
     origin: str = attrs.field(default=ORIGIN, validator=_origin)
 
     def __attrs_post_init__(self) -> None:
@@ -124,8 +134,8 @@ class CreditorCancellation:
     kind: ClassVar[str] = "cancellation"
 
     creditor: str = attrs.field(validator=_check(v.object_id))
-    case: str | None = attrs.field(default=None, validator=_check(v.optional_object_id))
-    invoice_number: str | None = attrs.field(default=None, validator=_check(v.optional_text))
+    case: str | None = attrs.field(default=None, validator=_optional(v.object_id))
+    invoice_number: str | None = attrs.field(default=None, validator=_optional(v.text))
     origin: str = attrs.field(default=ORIGIN, validator=_origin)
 
     def __attrs_post_init__(self) -> None:

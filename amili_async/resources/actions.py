@@ -10,10 +10,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
-import attrs
-
-from .. import _telemetry, serde
-from .._call import ApiResponse
+from .. import serde
+from .._call import ApiResponse, Call
 from .._evidence import Identity, Sighting
 from .._pipeline import Pipeline
 from .._reconcile import conflict_error, look
@@ -49,21 +47,25 @@ class _ActionResource(Generic[A, R]):
     async def _execute(self, action: A, timeout: Timeout, operation: str) -> R:
         """`execute`, as the operation named `operation` (`AsyncAmiliClient.execute` calls it `amili.execute`)."""
         pipeline = with_timeout(self._pipeline, timeout)
-        telemetry = pipeline.connection.telemetry
-        with _telemetry.begin(telemetry, operation, "POST", self.path, write=True, kind=action.kind) as op:
+        body = serde.action_body(action)
+        call = pipeline.call("POST", self.path, json=body, action=action, operation=operation, kind=action.kind)
+        with call:
             try:
-                body = serde.converter().unstructure(action)
-                response = await pipeline.request("POST", self.path, json=body, action=action, within=op)
-                receipt = self._receipt(response)
+                return self._receipt(await pipeline.run(call), call)
             except AmiliError as exc:
                 exc.action = action
                 exc.reference = action.reference
                 raise
-        return _telemetry.stamp(receipt, op)
 
-    def _receipt(self, response: ApiResponse) -> R:
+    def _receipt(self, response: ApiResponse, call: Call) -> R:
+        """The receipt of the answer (or of the record found for it), with the call's request ids on it."""
+        local = {"request_id": call.request_id}  # what is not the default (most answers carry no id of Amili's)
+        if call.server_request_id is not None:
+            local["server_request_id"] = call.server_request_id
+        if response.provenance != "answer":
+            local["provenance"] = response.provenance
         try:
-            receipt = serde.structure_document(response.payload, self.receipt)
+            return serde.structure_document(response.payload, self.receipt, local)
         except ResponseDecodeError as exc:  # the write is applied (2xx, or its record found): say so
             record_id = response.payload.get("_id") if isinstance(response.payload, Mapping) else None
             raise AppliedWithoutReceiptError(
@@ -73,9 +75,6 @@ class _ActionResource(Generic[A, R]):
                 method="POST",
                 path=self.path,
             ) from exc
-        if response.provenance != "answer":
-            receipt = attrs.evolve(receipt, provenance=response.provenance)
-        return receipt
 
     async def find(self, action: A, *, timeout: Timeout = None) -> R | None:
         """The stored record of `action`, found by its reference and checked field by field: reconcile an
@@ -111,7 +110,7 @@ class _ActionResource(Generic[A, R]):
             raise
         if sighting.found is None:
             return None
-        return attrs.evolve(serde.structure_document(sighting.found, self.receipt), provenance="found")
+        return serde.structure_document(sighting.found, self.receipt, {"provenance": "found"})
 
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""

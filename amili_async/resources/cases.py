@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .. import _telemetry, serde
+from .. import serde
+from .._call import Call
 from .._pipeline import Pipeline
 from ..errors import AmiliError, APIStatusError, RespiteNotAllowedError, RespiteValidationError, normalise_issues
 from ..models import _validate
@@ -82,23 +83,22 @@ class Respite:
 
     async def _execute(self, action: RespiteGrant, timeout: Timeout, operation: str) -> RespiteReceipt:
         pipeline = with_timeout(self._pipeline, timeout)
-        telemetry = pipeline.connection.telemetry
-        with _telemetry.begin(telemetry, operation, "POST", action.path, write=True, kind=action.kind) as op:
+        body = serde.action_body(action)
+        # No reconcile (no `action`): a respite is relative (+N days), so a lost answer cannot be looked up.
+        call = pipeline.call(
+            "POST", action.path, json=body, ok=(200, 201, 204), needs_body=False, operation=operation, kind=action.kind
+        )
+        with call:
             try:
-                receipt = await self._grant(action, pipeline, op)
+                return await self._grant(action, pipeline, call)
             except AmiliError as exc:
                 exc.action = action
                 exc.reference = action.reference
                 raise
-        return _telemetry.stamp(receipt, op)
 
-    async def _grant(self, action: RespiteGrant, pipeline: Pipeline, op: _telemetry.Operation) -> RespiteReceipt:
-        body = serde.converter().unstructure(action)
+    async def _grant(self, action: RespiteGrant, pipeline: Pipeline, call: Call) -> RespiteReceipt:
         try:
-            # No reconcile: a respite is relative (+N days), so a lost answer cannot be looked up.
-            response = await pipeline.request(
-                "POST", action.path, json=body, ok=(200, 201, 204), needs_body=False, within=op
-            )
+            response = await pipeline.run(call)
         except APIStatusError as exc:
             if exc.status_code in (400, 409, 422) and exc.issues:
                 # A 422 refusal is a validation error too (`except ValidationError` catches it); see errors.py.
@@ -119,4 +119,6 @@ class Respite:
             raise RespiteNotAllowedError(
                 "respite not allowed", status_code=206, issues=issues, method="POST", path=action.path
             )
-        return RespiteReceipt(case=action.case, days=action.days)
+        return RespiteReceipt(
+            case=action.case, days=action.days, request_id=call.request_id, server_request_id=call.server_request_id
+        )
