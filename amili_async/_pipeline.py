@@ -220,7 +220,8 @@ class Pipeline:
         operation: str | None = None,
         kind: str | None = None,
     ) -> Call:
-        """One logical request, to send with `with call: await pipeline.run(call)` (what `request` does).
+        """One logical request, to `send` (or to run as `with call: await pipeline.run(call)`, when more than
+        the exchange belongs to the operation: a write's receipt).
 
         `write` defaults to True for anything but GET. `action` is the payment, crediting or cancellation a write
         sends: with a reference, its `Identity` says how to find its record again and how to tell it is this
@@ -233,37 +234,15 @@ class Pipeline:
         telemetry = self.connection.telemetry
         return Call(telemetry, name, method, path, params, body, write, action, ok, needs_body, kind)
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        json: Any = None,
-        write: bool | None = None,
-        action: Any = None,
-        ok: tuple[int, ...] = (200, 201),
-        needs_body: bool = True,
-        operation: str | None = None,
-    ) -> ApiResponse:
-        """Send one logical request (token, retries, reconciliation, errors); the arguments are `call`'s."""
-        with self.call(
-            method,
-            path,
-            params=params,
-            json=json,
-            write=write,
-            action=action,
-            ok=ok,
-            needs_body=needs_body,
-            operation=operation,
-        ) as call:
+    async def send(self, call: Call) -> ApiResponse:
+        """Send `call` as an operation of its own: `pipeline.send(pipeline.call("GET", path, ...))`."""
+        with call:
             return await self.run(call)
 
     async def _get(self, path: str, params: Mapping[str, str] | None, parent: Call) -> Any:
         """A read through this pipeline (reconciliation's lookups and fetches), as a child of the write."""
-        with Call(self.connection.telemetry, "amili.reconcile", "GET", path, params, parent=parent) as call:
-            return (await self.run(call)).payload
+        call = Call(self.connection.telemetry, "amili.reconcile", "GET", path, params, parent=parent)
+        return (await self.send(call)).payload
 
     async def run(self, call: Call) -> ApiResponse:
         runtime = self.connection.bind(self.settings)

@@ -188,8 +188,10 @@ class AsyncAmiliClient:
     # -- requests and actions ------------------------------------------------------------------------------
 
     async def request(self, method: str, path: str, **options: Any) -> Any:
-        """Send one logical request through the pipeline (see `Pipeline.request`); the answer, read in full."""
-        return await self._pipeline.request(method, path, **options)
+        """Send one logical request through the pipeline (`options`: those of `Pipeline.call`); the answer, read
+        in full."""
+        pipeline = self._pipeline
+        return await pipeline.send(pipeline.call(method, path, **options))
 
     @overload
     async def execute(self, action: CreditorPayment) -> PaymentReceipt: ...

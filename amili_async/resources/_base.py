@@ -127,7 +127,8 @@ class AsyncPager(Generic[T]):
                 self._stop(f"read {self._max_pages} pages (max_pages); pass a larger max_pages to read on")
                 return
             params = list_params(self._where, self._sort, self._max_results, page)
-            response = await self._pipeline.request("GET", self._path, params=params, operation=self._operation)
+            pipeline = self._pipeline
+            response = await pipeline.send(pipeline.call("GET", self._path, params=params, operation=self._operation))
             payload = response.payload
             items = payload.get("_items") if isinstance(payload, Mapping) else None
             if not isinstance(items, list):

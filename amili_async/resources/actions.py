@@ -92,7 +92,8 @@ class _ActionResource(Generic[A, R]):
         pipeline = with_timeout(self._pipeline, timeout)
 
         async def get(path: str, params: Mapping[str, str] | None) -> Any:
-            return (await pipeline.request("GET", path, params=params, operation=f"amili.{self.name}.find")).payload
+            call = pipeline.call("GET", path, params=params, operation=f"amili.{self.name}.find")
+            return (await pipeline.send(call)).payload
 
         try:
             sighting: Sighting = await pipeline.connection.lookups.run(self.path, lambda: look(get, identity))
@@ -115,9 +116,8 @@ class _ActionResource(Generic[A, R]):
     async def get(self, id: str, *, timeout: Timeout = None) -> R:
         """One record by its id."""
         _validate.object_id("id", id)
-        response = await with_timeout(self._pipeline, timeout).request(
-            "GET", f"{self.path}/{id}", operation=f"amili.{self.name}.get"
-        )
+        pipeline = with_timeout(self._pipeline, timeout)
+        response = await pipeline.send(pipeline.call("GET", f"{self.path}/{id}", operation=f"amili.{self.name}.get"))
         return serde.structure_document(response.payload, self.receipt)
 
     def list(

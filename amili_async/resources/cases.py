@@ -26,9 +26,8 @@ class Cases:
 
     async def get(self, case_id: str, *, timeout: Timeout = None) -> Case:
         _validate.object_id("case_id", case_id)
-        response = await with_timeout(self._pipeline, timeout).request(
-            "GET", f"{self.path}/{case_id}", operation="amili.cases.get"
-        )
+        pipeline = with_timeout(self._pipeline, timeout)
+        response = await pipeline.send(pipeline.call("GET", f"{self.path}/{case_id}", operation="amili.cases.get"))
         return serde.structure_document(response.payload, Case)
 
     def list(
@@ -64,9 +63,8 @@ class Respite:
         """Whether a respite may be granted now: 200 is yes; 206 is no, with the reasons in `issues`."""
         _validate.object_id("case_id", case_id)
         path = f"/domain-actions/cases/respite/{case_id}"
-        response = await with_timeout(self._pipeline, timeout).request(
-            "GET", path, ok=(200, 206), operation="amili.respite.check"
-        )
+        pipeline = with_timeout(self._pipeline, timeout)
+        response = await pipeline.send(pipeline.call("GET", path, ok=(200, 206), operation="amili.respite.check"))
         payload = response.payload
         raw_issues = payload.get("issues", payload.get("_issues")) if isinstance(payload, Mapping) else None
         issues = tuple(m for messages in normalise_issues(raw_issues).values() for m in messages)

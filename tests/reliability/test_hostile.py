@@ -293,9 +293,12 @@ async def test_the_default_bound_ends_an_endless_list_of_small_pages_in_memory()
     class Endless:  # the pipeline, in memory: a full, fresh page for every page number
         requests = 0
 
-        async def request(self, method: str, path: str, **kwargs: Any) -> ApiResponse:
+        def call(self, method: str, path: str, **kwargs: Any) -> Any:
+            return kwargs["params"]  # all `send` needs of the call here
+
+        async def send(self, params: Any) -> ApiResponse:
             self.requests += 1
-            page = int(kwargs["params"]["page"])
+            page = int(params["page"])
             response = ApiResponse(200, {}, b"")
             response.payload = {"_items": [_doc(page, 0)], "_meta": {"total": 10**12}}
             return response
