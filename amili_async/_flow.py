@@ -74,9 +74,6 @@ class Reachability:
         self._clock = clock
         self._down_since: float | None = None
 
-    def answered(self) -> None:
-        self._down_since = None
-
     def failed(self) -> None:
         if self._down_since is None:
             self._down_since = self._clock()
@@ -86,7 +83,7 @@ class Reachability:
         if status in (502, 503, 504) and not asks_to_wait(headers):
             self.failed()
         else:
-            self._down_since = None  # answered(), without a call: every answer comes here
+            self._down_since = None  # a real answer: reachable
 
     def down_for(self) -> float:
         """Seconds since Amili last could not be reached with no answer since (0 while it answers)."""

@@ -59,10 +59,6 @@ def object_id(field: str, value: Any) -> str:
     return value
 
 
-def optional_object_id(field: str, value: Any) -> str | None:
-    return None if value is None else object_id(field, value)
-
-
 def amount(field: str, value: Any) -> Decimal:
     if isinstance(value, bool):
         raise fail(field, "must be a Decimal or int, got bool")
@@ -109,10 +105,6 @@ def aware_datetime(field: str, value: Any) -> datetime:
     return value
 
 
-def optional_aware_datetime(field: str, value: Any) -> datetime | None:
-    return None if value is None else aware_datetime(field, value)
-
-
 def text(field: str, value: Any) -> str:
     """An identifier (reference, invoice number): visible text, no surrounding whitespace, encodable."""
     if not isinstance(value, str):
@@ -145,10 +137,6 @@ def _unsafe_character(value: str) -> str | None:
         else:
             return None
     return f"must not contain {kind} (found U+{ord(char):04X} at position {position})"
-
-
-def optional_text(field: str, value: Any) -> str | None:
-    return None if value is None else text(field, value)
 
 
 def query_text(field: str, value: Any) -> str:
